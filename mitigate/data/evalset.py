@@ -1,0 +1,116 @@
+"""Measurement groups (clean, each shift x severity, natural shifts) and their lazy batches.
+
+Shifted images are made one batch at a time from the stored clean ones, deterministically from
+(seed, split, shift, severity, input index), so a 10k-image test set with 20 families x 5
+severities never holds more than one batch of shifted images in memory.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mitigate.data.images import LabelledImages
+from mitigate.data.shifts import SEVERITIES, apply_shift, shift_names
+from mitigate.errors import MitigateError, unknown_choice
+
+__all__ = ["Batch", "Group", "build_groups", "iter_batches", "resolve_families", "split_seed"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """One measured group of inputs.
+
+    Attributes:
+        name: ``"clean"``, ``"<shift>/<severity>"`` or ``"natural:<source>"``.
+        shift: the shift family, ``None`` for clean and natural groups.
+        severity: 1-5 for synthetic shifts, 0 otherwise.
+        source: ``"test"`` (or the split it comes from) or the natural dataset's name.
+        held_out: the family is kept out of the pool: measured, never selected from.
+    """
+
+    name: str
+    shift: str | None = None
+    severity: int = 0
+    source: str = "test"
+    held_out: bool = False
+
+    @property
+    def kind(self) -> str:
+        if self.shift is not None:
+            return "shifted"
+        return "clean" if self.name == "clean" else "natural"
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: Tensor  # float [B, C, H, W] in [0, 1]
+    y: Tensor  # int64 [B]
+    group: int
+    index: Tensor  # int64 [B], position of each input in its source split
+
+
+def split_seed(seed: int, split: str) -> int:
+    """A seed for shifting one split's images, so pool and test never share noise patterns."""
+    return (seed * 1_000_003 + zlib.crc32(split.encode())) % (2**31)
+
+
+def resolve_families(families: Sequence[str], channels: int) -> list[str]:
+    """Expand ``["all"]`` and check names against the families that fit ``channels``."""
+    valid = shift_names(channels)
+    if list(families) == ["all"]:
+        return valid
+    for name in families:
+        if name not in valid:
+            raise unknown_choice(f"shift for {channels}-channel images", name, valid)
+    return list(dict.fromkeys(families))
+
+
+def build_groups(
+    families: Sequence[str],
+    severities: Sequence[int],
+    *,
+    held_out: Sequence[str] = (),
+    naturals: Sequence[str] = (),
+    include_clean: bool = True,
+) -> list[Group]:
+    """Clean first, then each family at each severity, then each natural shift."""
+    for severity in severities:
+        if severity not in SEVERITIES:
+            raise MitigateError(
+                f"severity {severity} is out of range; valid severities: "
+                + ", ".join(map(str, SEVERITIES))
+            )
+    groups = [Group("clean")] if include_clean else []
+    for family in families:
+        for severity in severities:
+            groups.append(
+                Group(f"{family}/{severity}", family, severity, held_out=family in held_out)
+            )
+    groups += [Group(f"natural:{name}", source=name, held_out=True) for name in naturals]
+    return groups
+
+
+def iter_batches(
+    data: LabelledImages,
+    groups: Sequence[Group],
+    *,
+    batch_size: int,
+    seed: int,
+    split: str = "test",
+    naturals: Mapping[str, LabelledImages] | None = None,
+) -> Iterator[Batch]:
+    """Yield every group's inputs batch by batch, shifting each batch as it is made."""
+    shift_seed = split_seed(seed, split)
+    for group_index, group in enumerate(groups):
+        source = data if group.kind != "natural" else (naturals or {})[group.source]
+        for start in range(0, len(source), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(source)))
+            x = source.float_batch(index)
+            if group.shift is not None:
+                x = apply_shift(x, group.shift, group.severity, seed=shift_seed, index=index)
+            yield Batch(x, source.labels[index], group_index, index)

@@ -1,0 +1,278 @@
+"""Save and load zoo models as safe, self-describing checkpoint files.
+
+File layout (one ``torch.save`` of plain data)::
+
+    {"format": "mitigate-checkpoint", "version": 1,
+     "meta": {"arch": str, "input_shape": [C, H, W], "num_classes": int, ...caller's keys},
+     "state_dict": {name: tensor}}
+
+Loading uses ``torch.load(weights_only=True)``: a file that holds anything beyond tensors
+and plain containers is refused before any of its code can run, so a checkpoint from a
+stranger is safe to open. Writes go to a temporary file in the same folder and are renamed
+into place, so a crash never leaves half a checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+import pickle
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mitigate.errors import MitigateError, unknown_choice
+from mitigate.models.base import ZooModel
+from mitigate.models.registry import build_model, model_names
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_FORMAT = "mitigate-checkpoint"
+CHECKPOINT_VERSION = 1
+_REQUIRED_META = ("arch", "input_shape", "num_classes")
+_SHOWN_KEYS = 3  # how many offending state-dict keys an error message names
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], model: nn.Module, meta: Mapping[str, Any]
+) -> None:
+    """Write ``model``'s weights and ``meta`` to ``path`` atomically.
+
+    ``meta`` must describe the architecture — ``arch``, ``input_shape`` ``[C, H, W]`` and
+    ``num_classes`` — unless the model came from :func:`build_model`, which fills them in.
+    Anything else in ``meta`` (seed, accuracy, config ...) is stored as given; values must be
+    str, int, float, bool, None, or lists / str-keyed dicts of those (tuples become lists,
+    NumPy scalars become Python numbers).
+    Missing parent folders are created.
+
+    Raises:
+        MitigateError: meta that is incomplete, contradicts the model or is not plain data;
+            a model whose state holds non-float tensors (e.g. an already quantized copy);
+            a path that cannot be written.
+
+    Example:
+        >>> import tempfile, torch
+        >>> model = build_model("mlp", in_channels=1, image_size=8, num_classes=10)
+        >>> path = tempfile.mkdtemp() + "/mlp.pt"
+        >>> save_checkpoint(path, model, {"seed": 0})
+        >>> loaded, meta = load_checkpoint(path, expected_arch="mlp")
+        >>> meta["input_shape"], meta["seed"]
+        ([1, 8, 8], 0)
+    """
+    full_meta = _meta_for(model, meta)
+    state = {}
+    for key, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor) or value.is_quantized:
+            raise MitigateError(
+                f"cannot checkpoint state entry {key!r} ({type(value).__name__}): checkpoints "
+                "hold full-precision models; save the FP model and quantize after loading"
+            )
+        state[key] = value.detach().cpu()
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "meta": full_meta,
+        "state_dict": state,
+    }
+    _atomic_save(Path(path), payload)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, expected_arch: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a zoo model from a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the checkpoint file.
+        expected_arch: if given, the architecture the caller needs; a checkpoint holding a
+            different one is refused.
+
+    Returns:
+        ``(model, meta)``: the float32 model in eval mode on the CPU, and the stored meta.
+        Torch's global RNG is left as it was (rebuilding does not consume random numbers).
+
+    Raises:
+        MitigateError: missing file, a file that is not a (safe) mitigate checkpoint, an
+            architecture other than ``expected_arch``, or weights that do not fit it.
+    """
+    if expected_arch is not None and expected_arch not in model_names():
+        raise unknown_choice("model", expected_arch, model_names())
+    path = Path(path)
+    if not path.exists():
+        raise MitigateError(f"checkpoint file not found: {path}")
+    if not path.is_file():
+        raise MitigateError(f"checkpoint path is not a file: {path}")
+    payload = _safe_load(path)
+    meta, state = _unpack(path, payload)
+    arch = meta["arch"]
+    if expected_arch is not None and arch != expected_arch:
+        raise MitigateError(
+            f"checkpoint {path} holds a {arch}, the config asks for {expected_arch}"
+        )
+    c, h, w = meta["input_shape"]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(
+                arch, in_channels=c, image_size=(h, w), num_classes=meta["num_classes"]
+            )
+    except MitigateError as err:
+        raise MitigateError(f"checkpoint {path} has unusable meta: {err}") from None
+    _check_fits(path, model, state, meta)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
+
+
+def _meta_for(model: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Caller's meta with the model's own description filled in and checked."""
+    if not isinstance(meta, Mapping):
+        raise MitigateError(f"checkpoint meta must be a dict, got {type(meta).__name__}")
+    full = _plain(dict(meta), "meta")
+    if isinstance(model, ZooModel):
+        own = {
+            "arch": model.arch,
+            "input_shape": list(model.input_shape),
+            "num_classes": model.num_classes,
+        }
+        for key, value in own.items():
+            if key in full and full[key] != value:
+                raise MitigateError(
+                    f"checkpoint meta says {key}={full[key]!r} but the model has {value!r}"
+                )
+            full[key] = value
+    missing = [k for k in _REQUIRED_META if k not in full]
+    if missing:
+        raise MitigateError(
+            f"checkpoint meta lacks {', '.join(missing)}; a model not built by build_model "
+            f"needs meta with {', '.join(_REQUIRED_META)}"
+        )
+    _check_arch_meta(full, where="checkpoint meta")
+    return full
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Copy of ``value`` as plain data (tuples become lists), or an error naming the spot."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, numbers.Integral):  # e.g. numpy.int64 from a dataset's shape
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise MitigateError(f"{where} keys must be strings, got {k!r}")
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        return out
+    raise MitigateError(
+        f"{where} is a {type(value).__name__}; checkpoint meta holds only str, int, float, "
+        "bool, None, lists and dicts"
+    )
+
+
+def _check_arch_meta(meta: Mapping[str, Any], *, where: str) -> None:
+    arch, shape, classes = meta["arch"], meta["input_shape"], meta["num_classes"]
+    if arch not in model_names():
+        raise MitigateError(f"{where}: {unknown_choice('model', arch, model_names())}")
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
+    ):
+        raise MitigateError(f"{where}: input_shape must be [C, H, W] integers, got {shape!r}")
+    if not isinstance(classes, int) or isinstance(classes, bool):
+        raise MitigateError(f"{where}: num_classes must be an integer, got {classes!r}")
+
+
+def _atomic_save(path: Path, payload: dict[str, Any]) -> None:
+    if path.is_dir():
+        raise MitigateError(f"cannot write checkpoint: {path} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise MitigateError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _safe_load(path: Path) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about unusual pickle protocols
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise MitigateError(
+            f"{path} is not a safe mitigate checkpoint: it holds Python objects beyond tensors "
+            "and plain data, which could run code when loaded, so it was refused"
+        ) from None
+    except Exception as err:  # a stranger's file can fail in any way; report, never crash
+        reason = str(err).splitlines()[0][:120] if str(err) else "no details"
+        raise MitigateError(
+            f"{path} is not a mitigate checkpoint or is corrupt ({type(err).__name__}: {reason})"
+        ) from None
+
+
+def _unpack(path: Path, payload: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise MitigateError(f"{path} is not a mitigate checkpoint (no '{CHECKPOINT_FORMAT}' tag)")
+    version = payload.get("version")
+    if version != CHECKPOINT_VERSION:
+        raise MitigateError(
+            f"{path} is checkpoint version {version!r}; this mitigate reads version "
+            f"{CHECKPOINT_VERSION}"
+        )
+    meta, state = payload.get("meta"), payload.get("state_dict")
+    if not isinstance(meta, dict) or any(k not in meta for k in _REQUIRED_META):
+        raise MitigateError(
+            f"{path} is a corrupt mitigate checkpoint: meta needs {', '.join(_REQUIRED_META)}"
+        )
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise MitigateError(
+            f"{path} is a corrupt mitigate checkpoint: state_dict must map names to tensors"
+        )
+    _check_arch_meta(meta, where=f"checkpoint {path}")
+    return meta, state
+
+
+def _check_fits(
+    path: Path, model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Name the first missing / unexpected / mis-shaped keys before torch's long message."""
+    expected = model.state_dict()
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            more = f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
+            problems.append(f"{label}: {', '.join(keys[:_SHOWN_KEYS])}{more}")
+    if problems:
+        raise MitigateError(
+            f"checkpoint {path} weights do not fit a {meta['arch']} for input "
+            f"{meta['input_shape']} and {meta['num_classes']} classes; {'; '.join(problems)}"
+        )

@@ -1,0 +1,256 @@
+"""The stages every command shares: data, base model (trained or cached), calibration,
+quantized variants. Plain functions on config objects; the CLI is a thin layer over them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mitigate.config import CALIBRATION_SAMPLING, CALIBRATION_SOURCES, Config, config_digest
+from mitigate.data.evalset import resolve_families, split_seed
+from mitigate.data.images import LabelledImages
+from mitigate.errors import MitigateError, unknown_choice
+
+__all__ = [
+    "Data",
+    "base_model",
+    "cache_dir",
+    "calibration_inputs",
+    "load_data",
+    "model_meta",
+    "test_accuracy",
+    "quantize_variants",
+    "train_model",
+]
+
+
+@dataclass(frozen=True)
+class Data:
+    """The seeded splits plus any natural-shift datasets, ready for every stage."""
+
+    splits: object  # mitigate.data.splits.Splits
+    naturals: dict[str, LabelledImages]
+    families: list[str]  # synthetic shift families used for measurement
+    held_out: tuple[str, ...] = ()  # families kept out of the pool and calibration
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.splits.train.input_shape  # type: ignore[attr-defined]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.splits.train.classes  # type: ignore[attr-defined]
+
+    @property
+    def seen_families(self) -> list[str]:
+        """Families allowed into the pool and calibration: all but the held-out ones."""
+        return [f for f in self.families if f not in self.held_out]
+
+
+def load_data(config: Config) -> Data:
+    """Load the configured dataset and natural shifts, and split it with the config's seed."""
+    from mitigate.data.loaders import load_dataset
+    from mitigate.data.splits import SplitSizes, make_splits
+
+    d = config.data
+    data, official_test = load_dataset(d.dataset, d.data_dir or None)
+    sizes = SplitSizes(
+        train=d.train, val=d.val, calibration=d.calibration, pool=d.pool, test=d.test
+    )
+    splits = make_splits(data, sizes, config.seed, test_data=official_test)
+    naturals = {}
+    for spec in d.natural:
+        naturals[spec] = _load_natural(spec, d.data_dir, splits.test)
+    channels = data.input_shape[0]
+    families = resolve_families(config.shifts.families, channels)
+    held_out = (
+        tuple(resolve_families(config.shifts.held_out, channels)) if config.shifts.held_out else ()
+    )
+    return Data(splits, naturals, families, held_out)
+
+
+def _load_natural(spec: str, data_dir: str, test: LabelledImages) -> LabelledImages:
+    from mitigate.data.loaders import load_dataset, load_npz
+
+    kind, _, path = spec.partition(":")
+    if kind == "npz" and path:
+        natural = load_npz(path)
+    else:
+        train, official_test = load_dataset(spec, data_dir or None)
+        natural = official_test if official_test is not None else train
+    if natural.input_shape != test.input_shape or natural.num_classes != test.num_classes:
+        raise MitigateError(
+            f"natural shift {spec!r} has inputs {natural.input_shape} and {natural.num_classes} "
+            f"classes; the model takes {test.input_shape} and {test.num_classes} classes"
+        )
+    return natural
+
+
+def cache_dir() -> Path:
+    """Where trained base models are cached: ``$MITIGATE_CACHE_DIR`` or ``~/.cache/mitigate``."""
+    return Path(os.environ.get("MITIGATE_CACHE_DIR") or Path.home() / ".cache" / "mitigate")
+
+
+def train_model(config: Config, data: Data, *, progress: bool = False) -> nn.Module:
+    """Train a fresh base model with the configured architecture and method."""
+    from mitigate.models import build_model
+    from mitigate.trainers import ClassifierModule, fit, images_loader
+
+    torch.manual_seed(config.seed)
+    c, h, w = data.input_shape
+    model = build_model(
+        config.model.arch, in_channels=c, image_size=(h, w), num_classes=len(data.classes)
+    )
+    t = config.train
+    module = ClassifierModule(
+        model, method=t.method, lr=t.lr, weight_decay=t.weight_decay, epochs=t.epochs
+    )
+    splits = data.splits
+    train = images_loader(splits.train, batch_size=t.batch_size, shuffle=True, seed=config.seed)  # type: ignore[attr-defined]
+    val = (
+        images_loader(splits.val, batch_size=512, shuffle=False, seed=config.seed)  # type: ignore[attr-defined]
+        if len(splits.val)  # type: ignore[attr-defined]
+        else None
+    )
+    return fit(module, train, val, epochs=t.epochs, seed=config.seed, progress=progress)
+
+
+def base_model(
+    config: Config,
+    data: Data,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, dict]:
+    """The model to measure: from ``checkpoint`` if given, else cached or trained and cached.
+
+    Returns the model in eval mode and a dict saying where it came from.
+    """
+    from mitigate.models import load_checkpoint, save_checkpoint
+
+    if checkpoint is not None:
+        model, meta = load_checkpoint(checkpoint, expected_arch=config.model.arch)
+        _check_shape(meta, data, str(checkpoint))
+        return model.eval(), {"source": "checkpoint", "path": str(checkpoint)}
+    key = config_digest(config.data, config.model, config.train, config.seed)
+    path = cache_dir() / f"base-{config.data.dataset}-{config.model.arch}-{key}.pt"
+    if path.is_file():
+        model, _ = load_checkpoint(path, expected_arch=config.model.arch)
+        return model.eval(), {"source": "cache", "path": str(path)}
+    model = train_model(config, data, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, model_meta(config, data))
+    return model, {"source": "trained", "path": str(path)}
+
+
+def model_meta(config: Config, data: Data) -> dict:
+    """What a checkpoint records about the model it holds."""
+    return {
+        "arch": config.model.arch,
+        "input_shape": list(data.input_shape),
+        "num_classes": len(data.classes),
+        "classes": list(data.classes),
+        "dataset": config.data.dataset,
+        "seed": config.seed,
+        "train_method": config.train.method,
+    }
+
+
+def _check_shape(meta: dict, data: Data, where: str) -> None:
+    shape = tuple(meta.get("input_shape", data.input_shape))
+    classes = int(meta.get("num_classes", len(data.classes)))
+    if shape != data.input_shape or classes != len(data.classes):
+        raise MitigateError(
+            f"checkpoint {where} takes inputs {shape} with {classes} classes; "
+            f"the data has {data.input_shape} with {len(data.classes)} classes"
+        )
+
+
+def calibration_inputs(config: Config, data: Data) -> Tensor:
+    """The static-int8 calibration batch: ``calibration_size`` inputs from the calibration split,
+    sampled and (for ``shifted``/``mixed``) shifted as configured. ``float [N, C, H, W]``."""
+    q = config.quantization
+    if q.calibration_source not in CALIBRATION_SOURCES:
+        raise unknown_choice("calibration source", q.calibration_source, CALIBRATION_SOURCES)
+    if q.calibration_sampling not in CALIBRATION_SAMPLING:
+        raise unknown_choice("calibration sampling", q.calibration_sampling, CALIBRATION_SAMPLING)
+    pool: LabelledImages = data.splits.calibration  # type: ignore[attr-defined]
+    if not 1 <= q.calibration_size <= len(pool):
+        raise MitigateError(
+            f"calibration_size {q.calibration_size} must be between 1 and the calibration "
+            f"split's size {len(pool)} (data.calibration)"
+        )
+    generator = torch.Generator().manual_seed(split_seed(config.seed, "calibration"))
+    order = torch.randperm(len(pool), generator=generator)
+    if q.calibration_sampling == "class-balanced":
+        order = _round_robin_by_class(order, pool.labels)
+    index = order[: q.calibration_size].sort().values
+    x = pool.float_batch(index)
+    if q.calibration_source == "clean":
+        return x
+    families = data.seen_families
+    if not families:
+        raise MitigateError("shifted calibration needs at least one shift family not held out")
+    shifted = torch.zeros(len(index), dtype=torch.bool)
+    shifted[:] = True
+    if q.calibration_source == "mixed":
+        shifted = torch.arange(len(index)) % 2 == 1
+    choice = torch.randint(len(families), (len(index),), generator=generator)
+    severity = torch.randint(1, 6, (len(index),), generator=generator)
+    from mitigate.data.shifts import apply_shift
+
+    seed = split_seed(config.seed, "calibration")
+    for f, family in enumerate(families):
+        for s in range(1, 6):
+            rows = (shifted & (choice == f) & (severity == s)).nonzero().flatten()
+            if len(rows):
+                x[rows] = apply_shift(x[rows], family, s, seed=seed, index=index[rows])
+    return x
+
+
+def _round_robin_by_class(order: Tensor, labels: Tensor) -> Tensor:
+    """Reorder ``order`` so classes alternate: the first k*C entries hold k of each class."""
+    lab = labels[order]
+    rank = torch.zeros_like(order)
+    for c in lab.unique():
+        members = (lab == c).nonzero().flatten()
+        rank[members] = torch.arange(len(members))
+    key = rank * (int(lab.max()) + 1) + lab
+    return order[torch.argsort(key, stable=True)]
+
+
+def quantize_variants(
+    model: nn.Module, schemes: tuple[str, ...] | list[str], calibration: Tensor
+) -> dict[str, nn.Module]:
+    """Label -> quantized copy for every scheme name (the model itself is not touched)."""
+    from mitigate.quantization import parse_scheme, quantize, scheme_label
+
+    parsed = [parse_scheme(s) for s in schemes]  # validate every name before any work
+    variants: dict[str, nn.Module] = {}
+    for scheme in parsed:
+        label = scheme_label(scheme)
+        if label in variants:
+            raise MitigateError(f"scheme {label!r} is listed twice")
+        variants[label] = quantize(model, scheme, calibration)
+    return variants
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, data: Data, batch_size: int = 512) -> float:
+    """Accuracy of ``model`` on the clean test split."""
+    test: LabelledImages = data.splits.test  # type: ignore[attr-defined]
+    model.eval()
+    correct = sum(
+        int(
+            (
+                model(test.float_batch(slice(i, i + batch_size))).argmax(1)
+                == test.labels[i : i + batch_size]
+            ).sum()
+        )
+        for i in range(0, len(test), batch_size)
+    )
+    return correct / len(test)

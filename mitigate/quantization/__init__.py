@@ -1,0 +1,31 @@
+"""Every quantization backend call lives in this package, so a future torch changes one place.
+
+Names resolve lazily: ``from mitigate.quantization import scheme_names`` does not import torch.
+"""
+
+from mitigate._lazy import lazy_exports
+
+_EXPORTS = {
+    "QuantizedModel": ".api",
+    "quantize": ".api",
+    **{
+        name: ".schemes"
+        for name in (
+            "ENGINES",
+            "OBSERVERS",
+            "SCHEMES",
+            "BFloat16",
+            "Float16",
+            "Int4Weight",
+            "Int8Dynamic",
+            "Int8Static",
+            "Scheme",
+            "parse_scheme",
+            "scheme_label",
+            "scheme_names",
+            "validate_scheme",
+        )
+    },
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,155 @@
+"""One entry point for every scheme: ``quantize(model, scheme, calibration)``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from mitigate.errors import MitigateError
+from mitigate.quantization import static
+from mitigate.quantization._quiet import quiet_backend
+from mitigate.quantization.schemes import (
+    BFloat16,
+    Float16,
+    Int4Weight,
+    Int8Dynamic,
+    Int8Static,
+    Scheme,
+    parse_scheme,
+    scheme_label,
+)
+from mitigate.quantization.weight_only import quantize_weights
+
+__all__ = ["QuantizedModel", "quantize"]
+
+
+class QuantizedModel(nn.Module):
+    """A quantized copy that is safe to call anywhere: takes and returns float32.
+
+    It selects the quantized engine its weights were packed for (a qnnpack-packed model fails
+    under the x86 engine), turns off torch's deterministic mode for the call (quantized ops
+    refuse to run under it, and Lightning's ``deterministic=True`` leaves it on), casts inputs
+    to the model's dtype, and silences torch.ao's deprecation warnings.
+
+    Attributes:
+        inner: the backend module (an FX ``GraphModule`` for int8, a plain module otherwise).
+        scheme: the scheme that produced it.
+    """
+
+    def __init__(self, inner: nn.Module, scheme: Scheme, input_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.scheme = scheme
+        self.input_dtype = input_dtype
+        self.engine = getattr(scheme, "engine", None)
+
+    @property
+    def label(self) -> str:
+        return scheme_label(self.scheme)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.engine is None:
+            return self.inner(x.to(self.input_dtype)).float()
+        previous_engine = torch.backends.quantized.engine
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        try:
+            torch.backends.quantized.engine = self.engine
+            if deterministic:
+                torch.use_deterministic_algorithms(False)
+            with quiet_backend():
+                return self.inner(x).float()
+        finally:
+            torch.backends.quantized.engine = previous_engine
+            if deterministic:
+                torch.use_deterministic_algorithms(True)
+
+    def train(self, mode: bool = True) -> QuantizedModel:
+        # A converted model has no training mode; keep it in eval whatever a caller asks.
+        return super().train(False)
+
+
+def quantize(
+    model: nn.Module,
+    scheme: Scheme | str,
+    calibration: Tensor | Iterable[Tensor] | None = None,
+    *,
+    batch_size: int = 256,
+) -> QuantizedModel:
+    """Quantize a copy of ``model``; the model passed in is never modified.
+
+    Args:
+        model: a float32 classifier mapping ``[B, ...]`` inputs to ``[B, C]`` logits.
+        scheme: a scheme object or name, e.g. ``"int8"``, ``"int8:engine=qnnpack"``, ``"fp16"``.
+        calibration: inputs for static int8's observers, ``float [N, ...]`` or an iterable of
+            batches; ignored by the other schemes.
+        batch_size: batch size when ``calibration`` is one tensor.
+
+    Returns:
+        A :class:`QuantizedModel` in eval mode.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> q = quantize(net, "int8", torch.rand(32, 1, 8, 8))
+        >>> q(torch.rand(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+    if isinstance(scheme, str):
+        scheme = parse_scheme(scheme)
+    was_training = model.training
+    try:
+        if isinstance(scheme, Int8Static):
+            return QuantizedModel(
+                _static(model, scheme, calibration, batch_size), scheme, torch.float32
+            )
+        if isinstance(scheme, Int8Dynamic):
+            return QuantizedModel(_dynamic(model, scheme), scheme, torch.float32)
+        if isinstance(scheme, (Float16, BFloat16)):
+            dtype = torch.float16 if isinstance(scheme, Float16) else torch.bfloat16
+            return QuantizedModel(copy.deepcopy(model).eval().to(dtype), scheme, dtype)
+        if isinstance(scheme, Int4Weight):
+            return QuantizedModel(quantize_weights(model, scheme), scheme, torch.float32)
+    finally:
+        model.train(was_training)
+    raise MitigateError(f"not a quantization scheme: {scheme!r}")
+
+
+def _static(
+    model: nn.Module,
+    scheme: Int8Static,
+    calibration: Tensor | Iterable[Tensor] | None,
+    batch_size: int,
+) -> nn.Module:
+    if calibration is None:
+        raise MitigateError("static int8 needs calibration inputs; pass calibration=...")
+    batches = list(
+        calibration.split(batch_size) if isinstance(calibration, Tensor) else calibration
+    )
+    if not batches or batches[0].shape[0] == 0:
+        raise MitigateError("static int8 needs at least one calibration input; got none")
+    _check_layer_names(model, scheme.float_layers)
+    prepared = static.prepare(model, scheme, batches[0][:1])
+    static.calibrate(prepared, batches)
+    return static.convert(prepared, scheme.engine)
+
+
+def _dynamic(model: nn.Module, scheme: Int8Dynamic) -> nn.Module:
+    from torch.ao.quantization import quantize_dynamic
+
+    with quiet_backend(), static._engine(scheme.engine):
+        return quantize_dynamic(
+            copy.deepcopy(model).eval(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8
+        )
+
+
+def _check_layer_names(model: nn.Module, names: tuple[str, ...]) -> None:
+    known = dict(model.named_modules())
+    for name in names:
+        if name not in known or not name:
+            layers = [n for n, m in known.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+            raise MitigateError(
+                f"no layer named {name!r} to keep in float; layers: {', '.join(layers)}"
+            )

@@ -1,0 +1,179 @@
+"""One pass of the reference model and every quantized variant over the measurement batches.
+
+The scan keeps per-input labels and the few per-input numbers later stages need (scores such as
+the reference model's margin), never logits, so memory grows by a few bytes per input.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mitigate.data.evalset import Batch, Group
+from mitigate.errors import MitigateError, unknown_choice
+
+__all__ = ["Predictions", "scan"]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-input results of a scan; every count in a report can be recomputed from these.
+
+    Attributes:
+        groups: the measured groups; ``group[i]`` indexes this list.
+        group: ``int32 [N]``.
+        index: ``int64 [N]``, position of the input in its source split.
+        label: ``int64 [N]``, true label.
+        reference: ``int64 [N]``, the FP model's label.
+        variants: scheme label -> ``int64 [N]`` labels of that quantized copy.
+        scores: name -> ``float32 [N]`` per-input scores (``"margin"`` from the FP model,
+            ``"kl@int8"`` for a score that needs a quantized copy).
+        classes: class names.
+    """
+
+    groups: list[Group]
+    group: np.ndarray
+    index: np.ndarray
+    label: np.ndarray
+    reference: np.ndarray
+    variants: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def save(self, path: str | Path) -> None:
+        """Write an ``.npz`` atomically (a crash never leaves a half-written file)."""
+        arrays: dict[str, np.ndarray] = {
+            "group": self.group,
+            "index": self.index,
+            "label": self.label,
+            "fp": self.reference,
+            "group_names": np.array([g.name for g in self.groups]),
+            "group_shifts": np.array([g.shift or "" for g in self.groups]),
+            "group_severities": np.array([g.severity for g in self.groups], dtype=np.int64),
+            "group_sources": np.array([g.source for g in self.groups]),
+            "group_held_out": np.array([g.held_out for g in self.groups]),
+            "schemes": np.array(list(self.variants)),
+            "classes": np.array(self.classes),
+        }
+        arrays.update({f"pred/{k}": v for k, v in self.variants.items()})
+        arrays.update({f"score/{k}": v for k, v in self.scores.items()})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
+        os.close(fd)
+        try:
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictions:
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                groups = [
+                    Group(str(n), str(s) or None, int(v), str(src), bool(h))
+                    for n, s, v, src, h in zip(
+                        f["group_names"],
+                        f["group_shifts"],
+                        f["group_severities"],
+                        f["group_sources"],
+                        f["group_held_out"],
+                        strict=True,
+                    )
+                ]
+                return cls(
+                    groups=groups,
+                    group=f["group"],
+                    index=f["index"],
+                    label=f["label"],
+                    reference=f["fp"],
+                    variants={str(s): f[f"pred/{s}"] for s in f["schemes"]},
+                    scores={k[len("score/") :]: f[k] for k in f.files if k.startswith("score/")},
+                    classes=tuple(str(c) for c in f["classes"]),
+                )
+        except (OSError, KeyError, ValueError) as err:
+            raise MitigateError(f"cannot read predictions file {path}: {err}") from None
+
+
+@torch.no_grad()
+def scan(
+    reference: nn.Module,
+    variants: Mapping[str, nn.Module],
+    batches: Iterable[Batch],
+    *,
+    groups: Sequence[Group],
+    scores: Sequence[str] = ("margin",),
+    classes: Sequence[str] = (),
+    seed: int = 0,
+) -> Predictions:
+    """Run ``reference`` and every variant over ``batches`` once and keep per-input labels.
+
+    Args:
+        reference: the full-precision model (put in eval mode for the scan, then restored).
+        variants: label -> quantized copy.
+        batches: from :func:`mitigate.data.evalset.iter_batches`.
+        groups: the groups the batches' ``group`` field indexes.
+        scores: selector scores to keep per input (see :mod:`mitigate.selectors`); a score that
+            needs a quantized copy is kept once per variant as ``"<score>@<label>"``.
+        classes: class names, stored for reports.
+        seed: seed of the ``random`` score.
+    """
+    from mitigate.selectors import SCORES, compute_score
+
+    for score in scores:
+        if score not in SCORES:
+            raise unknown_choice("score", score, list(SCORES))
+    was_training = reference.training
+    reference.eval()
+    columns: dict[str, list[np.ndarray]] = {"group": [], "index": [], "label": [], "fp": []}
+    for name in variants:
+        columns[f"pred/{name}"] = []
+    try:
+        for batch in batches:
+            fp_logits = reference(batch.x)
+            columns["group"].append(np.full(batch.y.shape[0], batch.group, dtype=np.int32))
+            columns["index"].append(batch.index.numpy())
+            columns["label"].append(batch.y.numpy())
+            columns["fp"].append(fp_logits.argmax(1).numpy())
+            for score in scores:
+                if not SCORES[score].needs_quantized:
+                    value = compute_score(score, fp_logits, index=batch.index, seed=seed)
+                    columns.setdefault(f"score/{score}", []).append(value.float().numpy())
+            for name, model in variants.items():
+                q_logits = model(batch.x)
+                columns[f"pred/{name}"].append(q_logits.argmax(1).numpy())
+                for score in scores:
+                    if SCORES[score].needs_quantized:
+                        value = compute_score(
+                            score, fp_logits, q_logits, index=batch.index, seed=seed
+                        )
+                        columns.setdefault(f"score/{score}@{name}", []).append(
+                            value.float().numpy()
+                        )
+    finally:
+        reference.train(was_training)
+    if not columns["label"]:
+        raise MitigateError("nothing to scan: the measurement set is empty")
+    merged = {k: np.concatenate(v) for k, v in columns.items()}
+    return Predictions(
+        groups=list(groups),
+        group=merged["group"],
+        index=merged["index"].astype(np.int64),
+        label=merged["label"].astype(np.int64),
+        reference=merged["fp"].astype(np.int64),
+        variants={n: merged[f"pred/{n}"].astype(np.int64) for n in variants},
+        scores={k[len("score/") :]: v for k, v in merged.items() if k.startswith("score/")},
+        classes=tuple(classes),
+    )
