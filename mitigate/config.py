@@ -25,6 +25,7 @@ __all__ = [
     "EvalConfig",
     "ModelConfig",
     "QuantConfig",
+    "SelectionConfig",
     "ShiftConfig",
     "TrainConfig",
     "config_digest",
@@ -101,6 +102,18 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """How inputs are picked from the unlabelled pool (clean + the shifts not held out).
+
+    ``budget`` is a count (``100``) or a fraction of the pool (``0.01``).
+    """
+
+    selector: str = "margin"
+    budget: int | float = 100
+    class_balanced: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -109,6 +122,7 @@ class Config:
     shifts: ShiftConfig = field(default_factory=ShiftConfig)
     quantization: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -207,6 +221,16 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
         if isinstance(value, str):
             return value
     elif isinstance(hint, types.UnionType) or origin is typing.Union:
-        return value
+        # int | float (a budget): keep ints as counts, parse "100" / "0.05" from the CLI.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
     name = getattr(hint, "__name__", str(hint))
     raise MitigateError(f"config key {key!r} in {where} must be {name}, got {value!r}")

@@ -24,19 +24,20 @@ def evaluate(
     """Base model (given, cached or trained) -> quantized copies -> scan of clean and shifted
     test inputs -> counts per group, shift, severity, class and worst group."""
     from mitigate import __version__
-    from mitigate.data.evalset import build_groups, iter_batches
-    from mitigate.pipeline import base_model, calibration_inputs, load_data, quantize_variants
+    from mitigate.data.evalset import iter_batches
+    from mitigate.pipeline import (
+        base_model,
+        calibration_inputs,
+        load_data,
+        measurement_groups,
+        quantize_variants,
+    )
     from mitigate.reports.summary import summarize
     from mitigate.scan import scan
 
     started = time.perf_counter()
     data = load_data(config)
-    groups = build_groups(
-        data.families,
-        config.shifts.severities,
-        held_out=data.held_out,
-        naturals=list(data.naturals),
-    )
+    groups = measurement_groups(config, data)
     from mitigate.quantization import parse_scheme
 
     for name in config.quantization.schemes:  # fail on a bad name before training anything

@@ -17,6 +17,8 @@ from mitigate.errors import MitigateError, unknown_choice
 
 __all__ = [
     "Data",
+    "measurement_groups",
+    "pool_groups",
     "base_model",
     "cache_dir",
     "calibration_inputs",
@@ -88,6 +90,29 @@ def _load_natural(spec: str, data_dir: str, test: LabelledImages) -> LabelledIma
             f"classes; the model takes {test.input_shape} and {test.num_classes} classes"
         )
     return natural
+
+
+def measurement_groups(config: Config, data: Data) -> list:
+    """Test groups: clean, every configured family x severity (held-out ones marked), naturals."""
+    from mitigate.data.evalset import build_groups
+
+    return build_groups(
+        data.families,
+        config.shifts.severities,
+        held_out=data.held_out,
+        naturals=list(data.naturals),
+    )
+
+
+def pool_groups(config: Config, data: Data) -> list:
+    """Pool groups: clean plus every family not held out, at every configured severity.
+
+    Held-out families never enter the pool, so a report can show whether a mitigation
+    generalizes to shifts it never saw.
+    """
+    from mitigate.data.evalset import build_groups
+
+    return build_groups(data.seen_families, config.shifts.severities)
 
 
 def cache_dir() -> Path:
