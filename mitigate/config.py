@@ -20,11 +20,13 @@ from typing import Any
 from mitigate.errors import MitigateError
 
 __all__ = [
+    "CompareConfig",
     "Config",
     "DataConfig",
     "EvalConfig",
     "ModelConfig",
     "QuantConfig",
+    "RetrainConfig",
     "SelectionConfig",
     "ShiftConfig",
     "TrainConfig",
@@ -60,13 +62,30 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the base (full-precision) model is trained."""
+    """How models are trained: the base model (``mitigate train``) and the fine-tuning that
+    mitigation strategies run. ``method`` is one of ``mitigate.trainers.METHODS``; each
+    method reads only its own fields (``mixup_*``, ``adv_*``, ``distill_*``, ``qat_*``).
+
+    ``freeze_bn_epoch`` / ``freeze_observer_epoch``: freeze batch-norm statistics / QAT
+    observers once that many epochs have run (``0`` = from the start, ``-1`` = never).
+    ``selected_weight``: loss weight of each selected pool input relative to a training
+    input when a strategy fine-tunes on both (``1`` = plain union).
+    """
 
     method: str = "standard"
     epochs: int = 40
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    mixup_alpha: float = 0.2
+    adv_eps: float = 0.1
+    adv_steps: int = 10
+    adv_step_size: float = 0.0  # 0 = eps for FGSM (steps 1), else 2.5 * eps / steps
+    distill_temperature: float = 2.0
+    qat_scheme: str = "int8"
+    freeze_bn_epoch: int = -1
+    freeze_observer_epoch: int = -1
+    selected_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,49 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """One mitigation run (``mitigate retrain``).
+
+    ``strategy`` is a name from ``mitigate.mitigation.STRATEGIES`` or several joined with
+    ``+`` (applied in order, e.g. ``settings+fallback``). The training strategies fine-tune
+    for ``epochs`` at ``lr`` with the other ``[train]`` options; ``control`` also runs the
+    same training with no selected inputs, the noise floor a training strategy must beat.
+    ``max_float_layers`` / ``max_float_params`` (a fraction of the parameters, 0 = no limit)
+    bound the ``fallback`` strategy. ``settings`` and ``fallback`` need no labels, so they
+    score candidates on ``probe_size`` selected pool inputs rather than on the (labelled)
+    budget: on a few hundred near-tie inputs their choices are noise.
+    """
+
+    strategy: str = "finetune"
+    scheme: str = "int8"
+    epochs: int = 5
+    lr: float = 5e-4
+    control: bool = True
+    max_float_layers: int = 2
+    max_float_params: float = 0.0
+    probe_size: int = 2000
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """The grid ``mitigate compare`` runs: every selector x strategy x budget over ``seeds``
+    seeds (``seed``, ``seed + 1``, ...)."""
+
+    selectors: tuple[str, ...] = ("margin", "random", "oracle")
+    strategies: tuple[str, ...] = (
+        "none",
+        "recalibrate",
+        "finetune",
+        "qat",
+        "distill",
+        "settings",
+        "fallback",
+    )
+    budgets: tuple[int | float, ...] = (50, 200)
+    seeds: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -123,6 +185,8 @@ class Config:
     quantization: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:

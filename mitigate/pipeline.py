@@ -76,7 +76,8 @@ def load_data(config: Config) -> Data:
 
 
 def _load_natural(spec: str, data_dir: str, test: LabelledImages) -> LabelledImages:
-    from mitigate.data.loaders import load_dataset, load_npz
+    from mitigate.data.loaders import load_dataset
+    from mitigate.data.npz import load_npz
 
     kind, _, path = spec.partition(":")
     if kind == "npz" and path:
@@ -112,7 +113,7 @@ def pool_groups(config: Config, data: Data) -> list:
     """
     from mitigate.data.evalset import build_groups
 
-    return build_groups(data.seen_families, config.shifts.severities)
+    return build_groups(data.seen_families, config.shifts.severities, split="pool")
 
 
 def cache_dir() -> Path:
@@ -120,19 +121,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MITIGATE_CACHE_DIR") or Path.home() / ".cache" / "mitigate")
 
 
-def train_model(config: Config, data: Data, *, progress: bool = False) -> nn.Module:
-    """Train a fresh base model with the configured architecture and method."""
-    from mitigate.models import build_model
-    from mitigate.trainers import ClassifierModule, fit, images_loader
+def train_model(config: Config, data: Data, *, progress: bool = False, full: bool = False):
+    """Train a fresh base model with the configured architecture and ``train.method``.
 
+    ``qat`` trains a fake-quantized model for ``train.qat_scheme`` from scratch and returns
+    the float model taken out of it; ``distill`` trains a fresh model to match the outputs of
+    the ``standard`` base model of the same settings (trained or cached) on the training
+    inputs, without their labels.
+
+    Returns:
+        The float model in eval mode (``nn.Module``), or with ``full=True`` the whole
+        :class:`mitigate.trainers.Trained` record (``.prepared`` and ``.quantized()`` for QAT).
+    """
+    from dataclasses import replace
+
+    from mitigate.config import TrainConfig
+    from mitigate.models import build_model
+    from mitigate.trainers import check_train_config, get_method, images_loader, train_classifier
+
+    t = config.train
+    check_train_config(t)
+    teacher = None
+    if get_method(t.method).needs_teacher:
+        standard = TrainConfig(
+            epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay
+        )
+        teacher, _ = base_model(replace(config, train=standard), data, progress=progress)
     torch.manual_seed(config.seed)
     c, h, w = data.input_shape
     model = build_model(
         config.model.arch, in_channels=c, image_size=(h, w), num_classes=len(data.classes)
-    )
-    t = config.train
-    module = ClassifierModule(
-        model, method=t.method, lr=t.lr, weight_decay=t.weight_decay, epochs=t.epochs
     )
     splits = data.splits
     train = images_loader(splits.train, batch_size=t.batch_size, shuffle=True, seed=config.seed)  # type: ignore[attr-defined]
@@ -141,7 +159,10 @@ def train_model(config: Config, data: Data, *, progress: bool = False) -> nn.Mod
         if len(splits.val)  # type: ignore[attr-defined]
         else None
     )
-    return fit(module, train, val, epochs=t.epochs, seed=config.seed, progress=progress)
+    trained = train_classifier(
+        model, train, val, settings=t, seed=config.seed, teacher=teacher, progress=progress
+    )
+    return trained if full else trained.model
 
 
 def base_model(

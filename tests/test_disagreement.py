@@ -9,7 +9,7 @@ import torch
 from mitigate.data.evalset import Batch, Group
 from mitigate.disagreement import disagreement_count, disagreement_rate, flip_directions
 from mitigate.errors import MitigateError
-from mitigate.scan import scan
+from mitigate.scanning import scan
 
 
 def test_identical_copy_has_zero_disagreements(trained_tiny, digits_xy):

@@ -8,6 +8,8 @@ import typer
 
 from mitigate import __version__
 from mitigate.cli.evaluate import evaluate_command
+from mitigate.cli.score import score_command
+from mitigate.cli.sensitivity import sensitivity_command
 from mitigate.cli.train import train_command
 
 __all__ = ["app", "main"]
@@ -38,6 +40,8 @@ def _root(
 
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
+app.command("score")(score_command)
+app.command("sensitivity")(sensitivity_command)
 
 
 def main() -> None:

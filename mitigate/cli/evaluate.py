@@ -49,7 +49,7 @@ def evaluate_command(
 ) -> None:
     """Measure disagreements per shift, severity, class and worst group."""
     from mitigate.config import load_config, override
-    from mitigate.evaluate import evaluate, write_evaluation
+    from mitigate.evaluation import evaluate, write_evaluation
     from mitigate.reports.tables import evaluate_tables
 
     cfg = override(

@@ -48,10 +48,27 @@ class Group:
 
 @dataclass(frozen=True)
 class Batch:
-    x: Tensor  # float [B, C, H, W] in [0, 1]
-    y: Tensor  # int64 [B]
+    """One batch of one group.
+
+    Attributes:
+        x: ``float [B, C, H, W]`` in ``[0, 1]``.
+        y: ``int64 [B]`` true labels.
+        group: index into the group list.
+        index: ``int64 [B]``, position of each input in its source split (what shifts hash).
+        position: ``int64 [B]``, position in the whole iteration (unique across groups), for
+            anything that must tell the same image under two shifts apart (the random score).
+            Defaults to ``index``.
+    """
+
+    x: Tensor
+    y: Tensor
     group: int
-    index: Tensor  # int64 [B], position of each input in its source split
+    index: Tensor
+    position: Tensor = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.position is None:
+            object.__setattr__(self, "position", self.index)
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -77,8 +94,10 @@ def build_groups(
     held_out: Sequence[str] = (),
     naturals: Sequence[str] = (),
     include_clean: bool = True,
+    split: str = "test",
 ) -> list[Group]:
-    """Clean first, then each family at each severity, then each natural shift."""
+    """Clean first, then each family at each severity, then each natural shift; ``split`` names
+    the split the clean and shifted groups are drawn from."""
     for severity in severities:
         if severity not in SEVERITIES:
             raise MitigateError(
@@ -106,6 +125,7 @@ def iter_batches(
 ) -> Iterator[Batch]:
     """Yield every group's inputs batch by batch, shifting each batch as it is made."""
     shift_seed = split_seed(seed, split)
+    offset = 0
     for group_index, group in enumerate(groups):
         source = data if group.kind != "natural" else (naturals or {})[group.source]
         for start in range(0, len(source), batch_size):
@@ -113,4 +133,5 @@ def iter_batches(
             x = source.float_batch(index)
             if group.shift is not None:
                 x = apply_shift(x, group.shift, group.severity, seed=shift_seed, index=index)
-            yield Batch(x, source.labels[index], group_index, index)
+            yield Batch(x, source.labels[index], group_index, index, offset + index)
+        offset += len(source)

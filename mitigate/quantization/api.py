@@ -100,20 +100,31 @@ def quantize(
     if isinstance(scheme, str):
         scheme = parse_scheme(scheme)
     was_training = model.training
-    try:
-        if isinstance(scheme, Int8Static):
-            return QuantizedModel(
-                _static(model, scheme, calibration, batch_size), scheme, torch.float32
-            )
-        if isinstance(scheme, Int8Dynamic):
-            return QuantizedModel(_dynamic(model, scheme), scheme, torch.float32)
-        if isinstance(scheme, (Float16, BFloat16)):
-            dtype = torch.float16 if isinstance(scheme, Float16) else torch.bfloat16
-            return QuantizedModel(copy.deepcopy(model).eval().to(dtype), scheme, dtype)
-        if isinstance(scheme, Int4Weight):
-            return QuantizedModel(quantize_weights(model, scheme), scheme, torch.float32)
-    finally:
-        model.train(was_training)
+    # FX conversion draws from the global RNG; quantizing must not change a training run.
+    with torch.random.fork_rng():
+        try:
+            return _quantize(model, scheme, calibration, batch_size)
+        finally:
+            model.train(was_training)
+
+
+def _quantize(
+    model: nn.Module,
+    scheme: Scheme,
+    calibration: Tensor | Iterable[Tensor] | None,
+    batch_size: int,
+) -> QuantizedModel:
+    if isinstance(scheme, Int8Static):
+        return QuantizedModel(
+            _static(model, scheme, calibration, batch_size), scheme, torch.float32
+        )
+    if isinstance(scheme, Int8Dynamic):
+        return QuantizedModel(_dynamic(model, scheme), scheme, torch.float32)
+    if isinstance(scheme, (Float16, BFloat16)):
+        dtype = torch.float16 if isinstance(scheme, Float16) else torch.bfloat16
+        return QuantizedModel(copy.deepcopy(model).eval().to(dtype), scheme, dtype)
+    if isinstance(scheme, Int4Weight):
+        return QuantizedModel(quantize_weights(model, scheme), scheme, torch.float32)
     raise MitigateError(f"not a quantization scheme: {scheme!r}")
 
 

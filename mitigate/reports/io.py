@@ -8,7 +8,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_json", "write_json", "write_text"]
+__all__ = ["publish", "read_json", "write_json", "write_text"]
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Move a finished temporary file onto ``path`` with the permissions a plain ``open`` would
+    give (``mkstemp`` creates files readable by their owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -21,7 +30,7 @@ def write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,5 +1,5 @@
 """Turn per-input predictions into the counts a report shows: per group, shift, severity,
-class, and the worst group. A pure function of :class:`~mitigate.scan.Predictions`, so the
+class, and the worst group. A pure function of :class:`~mitigate.scanning.Predictions`, so the
 counts in ``report.json`` can always be recomputed from ``predictions.npz``.
 """
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mitigate.scan import Predictions
+from mitigate.scanning import Predictions
 
 __all__ = ["summarize"]
 

@@ -9,13 +9,14 @@ from contextlib import contextmanager
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mitigate.data.images import LabelledImages
+from mitigate.errors import MitigateError
 from mitigate.trainers.module import ClassifierModule
 
-__all__ = ["fit", "quiet_lightning"]
+__all__ = ["fit", "images_loader", "quiet_lightning"]
 
 _LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
 
@@ -30,6 +31,9 @@ def quiet_lightning() -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=r".*log_every_n_steps.*")
+            warnings.filterwarnings("ignore", message=r".*but have no `val_dataloader`.*")
+            # A distill teacher is kept in eval mode on purpose; fit sets the student's mode.
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start.*")
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
             yield
@@ -38,11 +42,34 @@ def quiet_lightning() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def images_loader(data: LabelledImages, *, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    """A DataLoader of ``(float image, label)`` with its own seeded shuffling generator."""
-    dataset = TensorDataset(data.float_batch(slice(None)), data.labels)
+def images_loader(
+    data: LabelledImages,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    weights: Tensor | None = None,
+) -> DataLoader:
+    """A DataLoader of ``(float image [B, C, H, W], label [B])`` with its own seeded shuffling
+    generator, or of ``(image, label, weight [B])`` when per-sample ``weights: [N]`` are given.
+
+    Raises:
+        MitigateError: weights of the wrong length, negative or not finite, or all zero.
+    """
+    tensors = [data.float_batch(slice(None)), data.labels]
+    if weights is not None:
+        weights = torch.as_tensor(weights, dtype=torch.float32).flatten()
+        if len(weights) != len(data):
+            raise MitigateError(f"got {len(weights)} weights for {len(data)} inputs")
+        if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+            raise MitigateError("per-sample weights must be finite and >= 0")
+        if not bool((weights > 0).any()):
+            raise MitigateError("per-sample weights are all zero; nothing would be trained")
+        tensors.append(weights)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(
+        TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator
+    )
 
 
 def fit(
@@ -59,9 +86,14 @@ def fit(
 
     Handles what Lightning leaves to the caller: it does not call ``.train()`` on a model handed
     to it in eval mode, and ``deterministic=True`` leaves torch's deterministic mode on after
-    ``fit`` (quantized ops then fail), so both are set and restored here.
+    ``fit`` (quantized ops then fail), so both are set and restored here, as is the quantized
+    engine. Seeds everything (torch's global generator drives mixup and PGD's random start),
+    and keeps Lightning's banners and advice out of the terminal. A QAT-prepared model comes
+    back prepared and in eval mode: converting it is a separate step
+    (:func:`mitigate.trainers.qat.convert_qat`).
     """
     deterministic_before = torch.are_deterministic_algorithms_enabled()
+    engine_before = torch.backends.quantized.engine
     with quiet_lightning():
         pl.seed_everything(seed, workers=True, verbose=False)
         trainer = pl.Trainer(
@@ -81,4 +113,5 @@ def fit(
             trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
         finally:
             torch.use_deterministic_algorithms(deterministic_before)
+            torch.backends.quantized.engine = engine_before
     return module.model.eval()

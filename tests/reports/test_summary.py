@@ -4,7 +4,7 @@ import numpy as np
 
 from mitigate.data.evalset import Group
 from mitigate.reports.summary import summarize
-from mitigate.scan import Predictions
+from mitigate.scanning import Predictions
 
 
 def _predictions(seed: int = 0) -> Predictions:

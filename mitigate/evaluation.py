@@ -15,7 +15,7 @@ __all__ = ["EvaluateResult", "evaluate", "write_evaluation"]
 @dataclass(frozen=True)
 class EvaluateResult:
     report: dict[str, Any]
-    predictions: Any  # mitigate.scan.Predictions
+    predictions: Any  # mitigate.scanning.Predictions
 
 
 def evaluate(
@@ -33,7 +33,7 @@ def evaluate(
         quantize_variants,
     )
     from mitigate.reports.summary import summarize
-    from mitigate.scan import scan
+    from mitigate.scanning import scan
 
     started = time.perf_counter()
     data = load_data(config)

@@ -18,6 +18,7 @@ from torch import nn
 
 from mitigate.data.evalset import Batch, Group
 from mitigate.errors import MitigateError, unknown_choice
+from mitigate.reports.io import publish
 
 __all__ = ["Predictions", "scan"]
 
@@ -73,7 +74,7 @@ class Predictions:
         os.close(fd)
         try:
             np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, path)
+            publish(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -149,7 +150,7 @@ def scan(
             columns["fp"].append(fp_logits.argmax(1).numpy())
             for score in scores:
                 if not SCORES[score].needs_quantized:
-                    value = compute_score(score, fp_logits, index=batch.index, seed=seed)
+                    value = compute_score(score, fp_logits, index=batch.position, seed=seed)
                     columns.setdefault(f"score/{score}", []).append(value.float().numpy())
             for name, model in variants.items():
                 q_logits = model(batch.x)

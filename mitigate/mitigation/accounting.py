@@ -1,0 +1,107 @@
+"""Before/after accounting of a mitigation, against the original FP model and within the new pair.
+
+Given the per-input labels of the original FP model f0 (the reference the user validated), its
+quantized copy q0, the new FP model f1 and its quantized copy q1, an input is
+
+- a disagreement *before* if q0 != f0, *after* if q1 != f0;
+- *removed* if before and not after, *introduced* if after and not before, *survived* if both;
+- a disagreement *within the new pair* if q1 != f1;
+- FP *churn* if f1 != f0 (the retrained FP model itself changed its answer).
+
+``before - removed + introduced == after`` holds for every group by construction; net removal
+is ``(before - after) / before``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mitigate.scanning import Predictions
+
+__all__ = ["MODELS", "account", "counts"]
+
+MODELS = ("f0", "q0", "f1", "q1")
+
+
+def counts(
+    label: np.ndarray, f0: np.ndarray, q0: np.ndarray, f1: np.ndarray, q1: np.ndarray
+) -> dict[str, Any]:
+    """The accounting for one set of inputs (all arrays ``[n]`` of labels)."""
+    n = int(label.shape[0])
+    before, after = q0 != f0, q1 != f0
+    result: dict[str, Any] = {
+        "n": n,
+        "before": int(before.sum()),
+        "after": int(after.sum()),
+        "removed": int((before & ~after).sum()),
+        "introduced": int((after & ~before).sum()),
+        "survived": int((before & after).sum()),
+        "within_pair": int((q1 != f1).sum()),
+        "churn": int((f1 != f0).sum()),
+    }
+    result["net_removal"] = (
+        (result["before"] - result["after"]) / result["before"] if result["before"] else None
+    )
+    result["net_removal_within_pair"] = (
+        (result["before"] - result["within_pair"]) / result["before"] if result["before"] else None
+    )
+    result["accuracy"] = {
+        name: round(float((labels == label).mean()), 6) if n else 0.0
+        for name, labels in zip(MODELS, (f0, q0, f1, q1), strict=True)
+    }
+    return result
+
+
+def account(pred: Predictions) -> dict[str, Any]:
+    """Accounting per group, per shift family, for the totals (clean, seen shifts, held-out
+    shifts, natural, all) and the worst group. ``pred.variants`` must hold q0, f1 and q1 and
+    ``pred.reference`` is f0."""
+    q0, f1, q1 = (pred.variants[k] for k in ("q0", "f1", "q1"))
+
+    def of(mask: np.ndarray) -> dict[str, Any]:
+        return counts(pred.label[mask], pred.reference[mask], q0[mask], f1[mask], q1[mask])
+
+    kind = np.array([g.kind for g in pred.groups])[pred.group]
+    held = np.array([g.held_out for g in pred.groups], dtype=bool)[pred.group]
+    shift = np.array([g.shift or "" for g in pred.groups])[pred.group]
+    groups = [
+        {"name": g.name, "held_out": g.held_out} | of(pred.group == i)
+        for i, g in enumerate(pred.groups)
+    ]
+    families = list(dict.fromkeys(g.shift for g in pred.groups if g.shift))
+    by_shift = [{"name": "clean"} | of(kind == "clean")]
+    by_shift += [
+        {"name": f, "held_out": bool(held[shift == f].any())} | of(shift == f) for f in families
+    ]
+    totals = {
+        "all": of(np.ones(len(pred), dtype=bool)),
+        "clean": of(kind == "clean"),
+        "seen_shifts": of((kind == "shifted") & ~held),
+        "held_out_shifts": of((kind == "shifted") & held),
+        "natural": of(kind == "natural"),
+    }
+    return {"totals": totals, "groups": groups, "by_shift": by_shift, "worst_group": _worst(groups)}
+
+
+def _worst(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The group with the highest disagreement rate before, the one with the highest after, and
+    the one where q1 is least accurate; each with its before and after rates."""
+    measured = [g for g in groups if g["n"]]
+
+    def row(g: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "group": g["name"],
+            "n": g["n"],
+            "before_rate": g["before"] / g["n"],
+            "after_rate": g["after"] / g["n"],
+            "q1_accuracy": g["accuracy"]["q1"],
+            "f0_accuracy": g["accuracy"]["f0"],
+        }
+
+    return {
+        "before": row(max(measured, key=lambda g: g["before"] / g["n"])),
+        "after": row(max(measured, key=lambda g: g["after"] / g["n"])),
+        "q1_accuracy": row(min(measured, key=lambda g: g["accuracy"]["q1"])),
+    }

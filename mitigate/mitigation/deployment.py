@@ -1,0 +1,153 @@
+"""What a mitigation costs in deployment: serialized size and latency relative to int8 and FP.
+
+Size is exact: the bytes of ``torch.save(model.state_dict())``, pickle framing and per-channel
+scales included, so a very small model shrinks less than 4x. Latency is a *ratio from one
+run*: every model is timed in the same process, interleaved (one call of each model per
+round, the order rotated every round so none always runs first on a warm cache), and each
+model's median over the rounds is divided by the reference's. Absolute milliseconds are
+reported too but only mean something on the machine and thread count that produced them;
+ratios from one run are comparable across runs, absolute times are not.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mitigate.errors import MitigateError
+
+__all__ = ["deployment_cost", "serialized_size"]
+
+FP = "fp"
+
+
+def serialized_size(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: what shipping the weights costs.
+
+    Example:
+        >>> serialized_size(torch.nn.Linear(100, 10)) > 1010 * 4
+        True
+    """
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def deployment_cost(
+    fp_model: nn.Module,
+    quantized: Mapping[str, nn.Module],
+    example: Tensor,
+    *,
+    reference: str | None = None,
+    repeats: int = 30,
+    calls: int = 5,
+) -> dict[str, Any]:
+    """Size and latency of each quantized model, relative to the reference int8 model and FP.
+
+    Args:
+        fp_model: the float32 model.
+        quantized: label -> quantized model (e.g. ``{"int8": q, "int8:float_layers=conv1": f}``).
+        example: ``float [B, ...]``, the batch every model is timed on.
+        reference: the label of the all-int8 model in ``quantized``; defaults to ``"int8"``
+            when present, else the first label.
+        repeats: rounds of interleaved timing; the median round is used.
+        calls: forward calls per timed measurement (timer resolution on small models).
+
+    Returns:
+        ``{"reference": label, "repeats", "calls", "batch", "note", "models": {label:
+        {size_bytes, size_vs_reference, size_vs_fp, latency_ms, latency_vs_reference,
+        latency_vs_fp}}}``; ``models`` holds ``"fp"`` first, then each quantized label.
+
+    Raises:
+        MitigateError: no quantized model, the label ``"fp"`` used for one, an unknown
+            ``reference``, a bad ``example``, or ``repeats``/``calls`` below 1.
+
+    Example:
+        >>> from mitigate.quantization import quantize
+        >>> net = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(),
+        ...                           torch.nn.Linear(256, 10))
+        >>> cost = deployment_cost(net, {"int8": quantize(net, "int8", torch.rand(32, 256))},
+        ...                        torch.rand(8, 256), repeats=3, calls=1)
+        >>> cost["models"]["int8"]["size_vs_fp"] < 0.5
+        True
+    """
+    models = _check(fp_model, quantized, example, reference, repeats, calls)
+    reference = reference or ("int8" if "int8" in quantized else next(iter(quantized)))
+    sizes = {label: serialized_size(m) for label, m in models.items()}
+    times = _median_ms(models, example, repeats, calls)
+    return {
+        "reference": reference,
+        "repeats": repeats,
+        "calls": calls,
+        "batch": int(example.shape[0]),
+        "note": "latency ratios are medians of interleaved rounds from one run on one machine",
+        "models": {
+            label: {
+                "size_bytes": sizes[label],
+                "size_vs_reference": sizes[label] / sizes[reference],
+                "size_vs_fp": sizes[label] / sizes[FP],
+                "latency_ms": times[label],
+                "latency_vs_reference": times[label] / times[reference],
+                "latency_vs_fp": times[label] / times[FP],
+            }
+            for label in models
+        },
+    }
+
+
+@torch.no_grad()
+def _median_ms(
+    models: dict[str, nn.Module], example: Tensor, repeats: int, calls: int
+) -> dict[str, float]:
+    labels = list(models)
+    modes = {label: m.training for label, m in models.items()}
+    samples: dict[str, list[float]] = {label: [] for label in labels}
+    try:
+        for model in models.values():
+            model.eval()
+            model(example)  # warm-up: lazy init, weight packing, allocator
+        for r in range(repeats):
+            shift = r % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                model = models[label]
+                start = time.perf_counter()
+                for _ in range(calls):
+                    model(example)
+                samples[label].append((time.perf_counter() - start) * 1000 / calls)
+    finally:
+        for label, model in models.items():
+            model.train(modes[label])
+    # Guard a ratio against a zero median on a coarse clock.
+    return {label: max(statistics.median(s), 1e-9) for label, s in samples.items()}
+
+
+def _check(
+    fp_model: object,
+    quantized: object,
+    example: object,
+    reference: object,
+    repeats: object,
+    calls: object,
+) -> dict[str, nn.Module]:
+    if not isinstance(fp_model, nn.Module):
+        raise MitigateError(f"fp_model must be a torch.nn.Module, got {type(fp_model).__name__}")
+    if not isinstance(quantized, Mapping) or not quantized:
+        raise MitigateError("quantized must be a non-empty dict of label -> quantized model")
+    if FP in quantized:
+        raise MitigateError(f"the label {FP!r} is reserved for the full-precision model")
+    if reference is not None and reference not in quantized:
+        raise MitigateError(
+            f"reference {reference!r} is not among the models; labels: {', '.join(quantized)}"
+        )
+    if not isinstance(example, Tensor) or example.ndim < 2 or example.shape[0] == 0:
+        raise MitigateError("example must be a non-empty float tensor [B, ...]")
+    for name, value in (("repeats", repeats), ("calls", calls)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MitigateError(f"{name} must be an int >= 1, got {value!r}")
+    return {FP: fp_model, **quantized}  # type: ignore[dict-item]

@@ -1,0 +1,109 @@
+"""Terminal output of ``mitigate score``: one table of detector metrics, then the winners.
+
+Plain report dict in (see :func:`mitigate.scoring.score_report`), rich renderables and lines
+out. One section per scheme, scores sorted by AUROC; seven columns fit an 80-column terminal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+__all__ = ["score_table", "winner_lines"]
+
+_UNDEFINED = "-"
+
+
+def _num(value: float | None) -> str:
+    return _UNDEFINED if value is None else f"{value:.2f}"
+
+
+def _auroc_key(row: dict[str, Any]) -> float:
+    """Highest AUROC first, undefined last (a stable sort keeps registry order among ties)."""
+    return -row["auroc"] if row["auroc"] is not None else math.inf
+
+
+def _budget_label(report: dict[str, Any]) -> tuple[str, str]:
+    """``(k, title)``: the resolved count, and the budget as configured when it is a fraction."""
+    budget = report["budget"]
+    k = str(report["results"][0]["budget"]) if report["results"] else str(budget)
+    return k, f"{k} = {budget:g} of the inputs" if isinstance(budget, float) else k
+
+
+def score_table(report: dict[str, Any]) -> Table:
+    """Per scheme, every score sorted by AUROC: AUROC, AUPR, TNR@95 and, with the standard
+    protocol, precision / recall at the budget (with the paper protocol, the sample size)."""
+    standard = report["protocol"] == "standard"
+    split = report.get("split", "pool")
+    k, budget = _budget_label(report) if standard else ("", "")
+    title = f"How well each score finds the disagreements ({report['n']:,} {split} inputs"
+    title += f", budget {budget})" if standard else ", paper protocol)"
+    caption = "oracle knows the true disagreements (upper bound); random is the baseline"
+    if standard:
+        caption += (
+            f"\nP@{k}: share of the {k} selected inputs that disagree; "
+            f"R@{k}: share of the disagreements they catch"
+        )
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("scheme", style="bold", overflow="fold", max_width=16)
+    table.add_column("score", no_wrap=True)
+    extra = [f"P@{k}", f"R@{k}"] if standard else ["n"]
+    for header in ["AUROC", "AUPR", "TNR@95", *extra]:
+        table.add_column(header, justify="right", no_wrap=True)
+    for scheme in report["schemes"]:
+        rows = sorted((r for r in report["results"] if r["scheme"] == scheme), key=_auroc_key)
+        if not rows:
+            continue
+        note = f"{rows[0]['positives']:,} disagree"
+        for i, row in enumerate(rows):
+            first = scheme if i == 0 else note if i == 1 else ""
+            cells = [_num(row["auroc"]), _num(row["aupr"]), _num(row["tnr_at_95tpr"])]
+            if standard:
+                cells += [_num(row["precision_at_budget"]), _num(row["recall_at_budget"])]
+            else:
+                cells.append(str(row["n"]))
+            style = "dim" if row["score"] in ("oracle", "random") else None
+            table.add_row(first, row["score"], *cells, style=style)
+        table.add_section()
+    return table
+
+
+def winner_lines(report: dict[str, Any]) -> list[str]:
+    """One sentence per scheme naming the score that finds its disagreements best."""
+    lines = []
+    for scheme in report["schemes"]:
+        win = report["winner"].get(scheme)
+        if win is None:
+            lines.append(_no_winner(report, scheme))
+            continue
+        fp_only = win["best_fp_only"]
+        notes = []
+        if fp_only is not None and fp_only["score"] != win["score"]:
+            notes.append(f"FP model alone: {fp_only['score']} {_num(fp_only['auroc'])}")
+        if win["baseline_auroc"] is not None:
+            notes.append(f"random {_num(win['baseline_auroc'])}")
+        tail = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(
+            f"{win['score']} finds {scheme}'s disagreements best: "
+            f"AUROC {_num(win['auroc'])}, AUPR {_num(win['aupr'])}{tail}"
+        )
+    return lines
+
+
+def _no_winner(report: dict[str, Any], scheme: str) -> str:
+    rows = [r for r in report["results"] if r["scheme"] == scheme]
+    positives = rows[0]["positives"] if rows else 0
+    if not positives:
+        return f"{scheme}: no disagreements here, so no score can be ranked"
+    if all(r["score"] in ("oracle", "random") for r in rows):
+        return f"{scheme}: only oracle and random were scored; nothing to rank"
+    return f"{scheme}: too few disagreements ({positives}) to rank the scores"
