@@ -7,7 +7,9 @@ from typing import Annotated
 import typer
 
 from mitigate import __version__
+from mitigate.cli.compare import compare_command
 from mitigate.cli.evaluate import evaluate_command
+from mitigate.cli.retrain import retrain_command
 from mitigate.cli.score import score_command
 from mitigate.cli.sensitivity import sensitivity_command
 from mitigate.cli.train import train_command
@@ -42,6 +44,8 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("score")(score_command)
 app.command("sensitivity")(sensitivity_command)
+app.command("retrain")(retrain_command)
+app.command("compare")(compare_command)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from mitigate.errors import MitigateError
 
 __all__ = [
     "ConfigOption",
+    "ModelOption",
     "OutOption",
     "QuietOption",
     "SeedOption",
@@ -42,6 +43,10 @@ SeedOption = Annotated[
     int | None, typer.Option("--seed", help="Seed for splits, training and shifts.")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+ModelOption = Annotated[
+    Path | None,
+    typer.Option("--model", "-m", help="FP checkpoint to use (default: the cached base model)."),
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -47,6 +47,7 @@ class Seeded:
     scheme: Any
     calibration: Any
     q0: nn.Module
+    base: Any  # Predictions of f0 (reference) and q0 on the test groups
 
 
 def prepare_seed(
@@ -67,9 +68,9 @@ def prepare_seed(
     data = load_data(config)
     original, info = base_model(config, data, checkpoint=checkpoint, progress=progress)
     calibration = calibration_inputs(config, data)
-    return Seeded(
-        config, data, original, info, scheme, calibration, quantize(original, scheme, calibration)
-    )
+    q0 = quantize(original, scheme, calibration)
+    base = measure_base(config, data, original, q0)
+    return Seeded(config, data, original, info, scheme, calibration, q0, base)
 
 
 def select_inputs(seeded: Seeded, selector: str, budget: int | float) -> Any:
@@ -103,7 +104,7 @@ def select_with_probe(seeded: Seeded, steps: list[Any]) -> tuple[Any, Any]:
 
 
 def run_strategy(
-    seeded: Seeded, strategy: str, selected: Any, *, progress: bool = False
+    seeded: Seeded, strategy: str, selected: Any, probe: Any, *, progress: bool = False
 ) -> list[Any]:
     """Run the steps of ``strategy`` from (f0, q0); return the state after every step."""
     from mitigate.mitigation.strategies import Context, State, parse_strategy
@@ -113,6 +114,7 @@ def run_strategy(
         seeded.original,
         seeded.data.splits.train,
         selected,
+        probe,
         seeded.config.seed,
         progress,
     )
@@ -124,13 +126,12 @@ def run_strategy(
     return states
 
 
-def measure(seeded: Seeded, fp_model: nn.Module, quantized: nn.Module) -> Any:
-    """Scan f0, q0, f1 and q1 over the test groups; ``Predictions`` with variants q0, f1, q1."""
+def measure_base(config: Config, data: Any, original: nn.Module, q0: nn.Module) -> Any:
+    """Scan f0 and q0 over the test groups once per seed; every run of that seed reuses it."""
     from mitigate.data.evalset import iter_batches
     from mitigate.pipeline import measurement_groups
     from mitigate.scanning import scan
 
-    config, data = seeded.config, seeded.data
     groups = measurement_groups(config, data)
     batches = iter_batches(
         data.splits.test,
@@ -139,8 +140,32 @@ def measure(seeded: Seeded, fp_model: nn.Module, quantized: nn.Module) -> Any:
         seed=config.seed,
         naturals=data.naturals,
     )
-    variants = {"q0": seeded.q0, "f1": fp_model, "q1": quantized}
-    return scan(seeded.original, variants, batches, groups=groups, scores=(), classes=data.classes)
+    return scan(original, {"q0": q0}, batches, groups=groups, scores=(), classes=data.classes)
+
+
+def measure(seeded: Seeded, fp_model: nn.Module, quantized: nn.Module) -> Any:
+    """Predictions of f0 (reference), q0, f1 and q1 on the test groups; f0 and q0 come from the
+    seed's base scan, and f1 is scanned only when a strategy trained a new FP model."""
+    from dataclasses import replace
+
+    from mitigate.data.evalset import iter_batches
+    from mitigate.scanning import scan
+
+    config, data, base = seeded.config, seeded.data, seeded.base
+    batches = iter_batches(
+        data.splits.test,
+        base.groups,
+        batch_size=config.eval.batch_size,
+        seed=config.seed,
+        naturals=data.naturals,
+    )
+    if fp_model is seeded.original:
+        new = scan(quantized, {}, batches, groups=base.groups, scores=())
+        f1, q1 = base.reference, new.reference
+    else:
+        new = scan(fp_model, {"q1": quantized}, batches, groups=base.groups, scores=())
+        f1, q1 = new.reference, new.variants["q1"]
+    return replace(base, variants={"q0": base.variants["q0"], "f1": f1, "q1": q1})
 
 
 def retrain(
@@ -171,7 +196,7 @@ def retrain(
     control = None
     if config.retrain.control and any(step.trains for step in steps):
         control_states = run_strategy(
-            seeded, config.retrain.strategy, selected.without_inputs(), progress=progress
+            seeded, config.retrain.strategy, selected.without_inputs(), probe, progress=progress
         )
         control = account(
             measure(seeded, control_states[-1].fp_model, control_states[-1].quantized)

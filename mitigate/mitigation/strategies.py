@@ -207,7 +207,8 @@ def _train(ctx: Context, state: State, method: str, labelled: bool, qat: bool) -
         fp_model=trained.model,
         quantized=quantized,
         notes=notes,
-        used_labels=state.used_labels or labelled,
+        # Labels of the *selected* inputs are what a user pays a labeller for.
+        used_labels=state.used_labels or (labelled and len(ctx.selected) > 0),
     )
 
 
@@ -283,26 +284,12 @@ STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
         Strategy("none", _none, False, False, "re-quantize unchanged: the noise floor"),
-        Strategy(
-            "recalibrate",
-            _recalibrate,
-            False,
-            False,
-            "PTQ calibration with the selected inputs added",
-        ),
-        Strategy(
-            "finetune", _finetune, True, True, "fine-tune on training + selected inputs with labels"
-        ),
-        Strategy(
-            "qat", _qat, True, True, "QAT fine-tuning on training + selected inputs with labels"
-        ),
-        Strategy(
-            "distill", _distill, False, True, "distill-QAT from the original FP model, no labels"
-        ),
-        Strategy(
-            "settings", _search_settings, False, False, "search the backend's quantization settings"
-        ),
-        Strategy("fallback", _fallback, False, False, "keep the most sensitive layers in float"),
+        Strategy("recalibrate", _recalibrate, False, False, "PTQ calibration + selected inputs"),
+        Strategy("finetune", _finetune, True, True, "fine-tune on train + selected, labels"),
+        Strategy("qat", _qat, True, True, "QAT fine-tune on train + selected, labels"),
+        Strategy("distill", _distill, False, True, "distill-QAT from f0, no labels"),
+        Strategy("settings", _search_settings, False, False, "search quantization settings", True),
+        Strategy("fallback", _fallback, False, False, "sensitive layers kept in float", True),
     )
 }
 

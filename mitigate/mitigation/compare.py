@@ -1,0 +1,311 @@
+"""``mitigate compare``: strategies x selectors x budgets over seeds, resumable.
+
+Every *cell* (one strategy, selector and budget on one seed) is saved as soon as it finishes
+under ``<out>/cells/<config digest>/``; a rerun of the same command loads finished cells
+instead of recomputing them, and a run with a different configuration never mixes with them.
+
+Cells that do not depend on the selection share one run per seed: ``none`` ignores selector
+and budget; ``settings`` and ``fallback`` score on the unlabelled probe, so they depend on
+the selector but not the budget. A training strategy also gets a *control* cell per seed (the
+same training, no selected inputs); its seed-paired difference to the control says whether the
+selected inputs did anything beyond fine-tuning itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mitigate.config import Config, config_digest, config_to_dict
+from mitigate.errors import MitigateError, unknown_choice
+
+__all__ = ["Cell", "CompareResult", "compare", "plan_cells", "summarize_cells"]
+
+CONTROL = "control"  # selector name of a training strategy's no-selection control cell
+NO_SELECTION = "-"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid. ``selector`` is ``"-"`` for ``none`` and ``"control"`` for a
+    training strategy's control; ``budget`` is ``None`` where the budget does not apply."""
+
+    seed: int
+    strategy: str
+    selector: str
+    budget: int | float | None
+
+    @property
+    def key(self) -> str:
+        budget = "-" if self.budget is None else str(self.budget)
+        return f"seed{self.seed}__{self.strategy}__{self.selector}__{budget}".replace("/", "_")
+
+    @property
+    def row(self) -> tuple[str, str, str]:
+        """The table row this cell belongs to (everything but the seed)."""
+        return self.strategy, self.selector, "-" if self.budget is None else str(self.budget)
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    report: dict[str, Any]
+    cells: list[dict[str, Any]]
+
+
+def _uses(strategy: str) -> tuple[bool, bool, bool]:
+    """(depends on the selector, depends on the budget, trains) for a possibly combined name."""
+    from mitigate.mitigation.strategies import parse_strategy
+
+    steps = parse_strategy(strategy)
+    if [s.name for s in steps] == ["none"]:
+        return False, False, False
+    budget = any(s.name not in ("settings", "fallback") for s in steps)
+    return True, budget, any(s.trains for s in steps)
+
+
+def plan_cells(config: Config) -> list[Cell]:
+    """Every cell of the grid, seed-major (a seed's shared work is done once), validated."""
+    from mitigate.selectors import SCORES
+
+    c = config.compare
+    if c.seeds < 1:
+        raise MitigateError(f"compare.seeds must be >= 1, got {c.seeds}")
+    for selector in c.selectors:
+        if selector not in SCORES:
+            raise unknown_choice("selector", selector, list(SCORES))
+    for budget in c.budgets:
+        if budget <= 0:
+            raise MitigateError(f"budgets must be positive counts or fractions, got {budget}")
+    cells = []
+    for seed in range(config.seed, config.seed + c.seeds):
+        for strategy in c.strategies:
+            by_selector, by_budget, trains = _uses(strategy)
+            selectors = c.selectors if by_selector else (NO_SELECTION,)
+            budgets = c.budgets if by_budget else (None,)
+            cells += [Cell(seed, strategy, s, b) for s in selectors for b in budgets]
+            if trains and config.retrain.control:
+                cells.append(Cell(seed, strategy, CONTROL, 0))
+    return cells
+
+
+def _digest(config: Config) -> str:
+    """What a cell's result depends on, besides its own coordinates."""
+    return config_digest(
+        config.data,
+        config.model,
+        config.train,
+        config.shifts,
+        config.quantization,
+        replace(config.retrain, strategy="", control=True),
+        config.selection.class_balanced,
+    )
+
+
+def compare(
+    config: Config,
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    on_cell: Callable[[Cell, bool], None] | None = None,
+    progress: bool = False,
+) -> CompareResult:
+    """Run (or resume) the grid and summarize it.
+
+    Args:
+        config: ``compare`` holds the grid; ``retrain`` the scheme and training settings.
+        out: directory for ``cells/`` (one JSON per finished cell).
+        checkpoint: FP model to use for every seed instead of the per-seed base model.
+        on_cell: called after each cell with ``(cell, was_cached)``, e.g. a progress bar.
+        progress: show training progress bars.
+    """
+    from mitigate.reports.io import read_json, write_json
+
+    started = time.perf_counter()
+    cells = plan_cells(config)
+    for strategy in config.compare.strategies:
+        if "+" not in strategy and "," in strategy:
+            raise MitigateError(f"join combined strategies with '+', not ',': {strategy!r}")
+    folder = Path(out) / "cells" / _digest(config)
+    results = []
+    reused = 0
+    for seed, seed_cells in _by_seed(cells):
+        todo = [c for c in seed_cells if not (folder / f"{c.key}.json").is_file()]
+        for cell in seed_cells:
+            if cell not in todo:
+                results.append(read_json(folder / f"{cell.key}.json"))
+                reused += 1
+                if on_cell:
+                    on_cell(cell, True)
+        if not todo:
+            continue
+        runner = _SeedRunner(replace(config, seed=seed), checkpoint, progress)
+        for cell in todo:
+            result = runner.run(cell)
+            write_json(folder / f"{cell.key}.json", result)
+            results.append(result)
+            if on_cell:
+                on_cell(cell, False)
+    report = summarize_cells(config, results)
+    report["wall_time_s"] = round(time.perf_counter() - started, 2)
+    report["cells_dir"] = str(folder)
+    report["cells"] = {"total": len(cells), "reused": reused}
+    report["config"] = config_to_dict(config)
+    return CompareResult(report, results)
+
+
+def _by_seed(cells: list[Cell]) -> Iterator[tuple[int, list[Cell]]]:
+    seeds = list(dict.fromkeys(c.seed for c in cells))
+    for seed in seeds:
+        yield seed, [c for c in cells if c.seed == seed]
+
+
+class _SeedRunner:
+    """One seed's shared state (data, f0, q0, base measurement, pool ranking per selector),
+    built lazily on the first cell that needs it."""
+
+    def __init__(self, config: Config, checkpoint: str | Path | None, progress: bool) -> None:
+        from mitigate.mitigation.retrain import prepare_seed
+
+        self.config, self.progress = config, progress
+        self.seeded = prepare_seed(config, checkpoint=checkpoint, progress=progress)
+        self._picked: dict[str, Any] = {}
+
+    def _selected(self, selector: str) -> Any:
+        """The selector's top inputs, enough for the largest budget and the probe."""
+        from mitigate.mitigation.retrain import select_inputs
+        from mitigate.pipeline import pool_groups
+        from mitigate.selectors import resolve_budget
+
+        if selector not in self._picked:
+            data = self.seeded.data
+            pool = len(data.splits.pool) * len(pool_groups(self.config, data))
+            most = max(
+                [resolve_budget(b, pool) for b in self.config.compare.budgets]
+                + [self.config.retrain.probe_size]
+            )
+            self._picked[selector] = select_inputs(self.seeded, selector, most)
+        return self._picked[selector]
+
+    def run(self, cell: Cell) -> dict[str, Any]:
+        from mitigate.mitigation.accounting import account
+        from mitigate.mitigation.retrain import measure, run_strategy
+        from mitigate.pipeline import pool_groups
+        from mitigate.quantization import scheme_label
+        from mitigate.selectors import resolve_budget
+
+        started = time.perf_counter()
+        seeded = self.seeded
+        empty = seeded.calibration[:0]
+        picked = None if cell.selector in (NO_SELECTION, CONTROL) else self._selected(cell.selector)
+        if picked is None:
+            from mitigate.mitigation.strategies import Selected
+
+            selected = Selected(empty, seeded.data.splits.train.labels[:0], [])
+            probe = empty
+        else:
+            pool = len(seeded.data.splits.pool) * len(pool_groups(self.config, seeded.data))
+            k = resolve_budget(cell.budget, pool) if cell.budget is not None else 0
+            selected, probe = picked.head(k), picked.x[: self.config.retrain.probe_size]
+        states = run_strategy(seeded, cell.strategy, selected, probe, progress=self.progress)
+        accounting = account(measure(seeded, states[-1].fp_model, states[-1].quantized))
+        return {
+            "seed": cell.seed,
+            "strategy": cell.strategy,
+            "selector": cell.selector,
+            "budget": cell.budget,
+            "selected": len(selected),
+            "used_labels": states[-1].used_labels,
+            "scheme_after": scheme_label(states[-1].scheme),
+            "totals": accounting["totals"],
+            "worst_group": accounting["worst_group"],
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        }
+
+
+def summarize_cells(config: Config, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and 95% confidence interval over seeds for every row; noise flags; sorted."""
+    rows: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for cell in cells:
+        budget = "-" if cell["budget"] is None else str(cell["budget"])
+        rows.setdefault((cell["strategy"], cell["selector"], budget), []).append(cell)
+    controls = {(c["strategy"], c["seed"]): c for c in cells if c["selector"] == CONTROL}
+    table = []
+    for (strategy, selector, budget), runs in rows.items():
+        runs = sorted(runs, key=lambda c: c["seed"])
+        row: dict[str, Any] = {
+            "strategy": strategy,
+            "selector": selector,
+            "budget": budget,
+            "seeds": [c["seed"] for c in runs],
+            "used_labels": any(c["used_labels"] for c in runs),
+        }
+        for part in ("all", "held_out_shifts", "seen_shifts", "clean"):
+            row[part] = _stats([c["totals"][part]["net_removal"] for c in runs])
+        row["accuracy_change"] = _stats(
+            [
+                c["totals"]["all"]["accuracy"]["q1"] - c["totals"]["all"]["accuracy"]["q0"]
+                for c in runs
+            ]
+        )
+        row["fp_accuracy_change"] = _stats(
+            [
+                c["totals"]["all"]["accuracy"]["f1"] - c["totals"]["all"]["accuracy"]["f0"]
+                for c in runs
+            ]
+        )
+        row["churn"] = _stats([c["totals"]["all"]["churn"] / c["totals"]["all"]["n"] for c in runs])
+        row["within_pair"] = _stats([c["totals"]["all"]["net_removal_within_pair"] for c in runs])
+        row["noise"] = _noise(runs, controls, selector)
+        table.append(row)
+    table.sort(key=lambda r: -(r["all"]["mean"] if r["all"]["mean"] is not None else -math.inf))
+    held = [
+        r for r in table if r["held_out_shifts"]["mean"] is not None and r["selector"] != CONTROL
+    ]
+    best_held = max(held, key=lambda r: r["held_out_shifts"]["mean"], default=None)
+    return {
+        "command": "compare",
+        "seeds": sorted({c["seed"] for c in cells}),
+        "scheme": config.retrain.scheme,
+        "rows": table,
+        "best_on_held_out": None
+        if best_held is None
+        else {k: best_held[k] for k in ("strategy", "selector", "budget")}
+        | {"net_removal": best_held["held_out_shifts"]},
+    }
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    """Mean and a 95% t-interval half-width (``None`` with one value)."""
+    from scipy import stats
+
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return {"mean": None, "ci95": None, "n": 0, "values": values}
+    mean = sum(clean) / len(clean)
+    if len(clean) < 2:
+        return {"mean": mean, "ci95": None, "n": 1, "values": values}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in clean) / (len(clean) - 1))
+    half = float(stats.t.ppf(0.975, len(clean) - 1)) * sd / math.sqrt(len(clean))
+    return {"mean": mean, "ci95": half, "n": len(clean), "values": values}
+
+
+def _noise(runs: list[dict[str, Any]], controls: dict, selector: str) -> str:
+    """``"noise"`` when the row cannot be told from its noise floor at 95%: a training
+    strategy against its control (paired by seed), anything else against zero (``none``)."""
+    if selector == CONTROL or runs[0]["strategy"] == "none":
+        return "floor"
+    paired = [
+        (c["totals"]["all"]["net_removal"], controls.get((c["strategy"], c["seed"]))) for c in runs
+    ]
+    if all(ctrl is not None for _, ctrl in paired):
+        diffs = [v - ctrl["totals"]["all"]["net_removal"] for v, ctrl in paired if v is not None]
+    else:
+        diffs = [v for v, _ in paired if v is not None]
+    s = _stats(diffs)
+    if s["ci95"] is None:
+        return "?"  # one seed: no interval
+    return "noise" if abs(s["mean"]) <= s["ci95"] else ""

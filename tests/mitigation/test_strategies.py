@@ -1,0 +1,115 @@
+"""Strategies on a tiny digits setup: what each one reads, trains on, and changes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mitigate.config import Config, override
+from mitigate.errors import MitigateError
+from mitigate.mitigation.retrain import prepare_seed, run_strategy, select_inputs
+from mitigate.mitigation.strategies import (
+    STRATEGIES,
+    Context,
+    Selected,
+    _labelled_loader,
+    parse_strategy,
+)
+
+TINY = dict(
+    data__train=300,
+    data__val=50,
+    data__calibration=50,
+    data__pool=100,
+    data__test=100,
+    model__arch="mlp",
+    train__epochs=3,
+    shifts__families=["gaussian-noise", "rotate"],
+    shifts__severities=[3],
+    shifts__held_out=["rotate"],
+    quantization__calibration_size=50,
+    retrain__epochs=1,
+    retrain__probe_size=150,
+)
+
+
+@pytest.fixture(scope="module")
+def seeded():
+    torch.set_num_threads(1)
+    return prepare_seed(override(Config(), **TINY))
+
+
+@pytest.fixture(scope="module")
+def picked(seeded):
+    return select_inputs(seeded, "margin", 150)
+
+
+def test_finetune_trains_on_exactly_the_selected_inputs_with_their_true_labels(seeded, picked):
+    selected = picked.head(20)
+    ctx = Context(seeded.config, seeded.original, seeded.data.splits.train, selected, picked.x, 0)
+    dataset = _labelled_loader(ctx).dataset
+    x, y, w = dataset.tensors
+    train = seeded.data.splits.train
+    assert len(x) == len(train) + 20
+    assert torch.equal(x[: len(train)], train.float_batch(slice(None)))
+    assert torch.equal(x[len(train) :], selected.x) and torch.equal(y[len(train) :], selected.y)
+    # the labels are the pool's true labels of the picked (group, index) pairs
+    pool = seeded.data.splits.pool
+    assert torch.equal(selected.y, pool.labels[torch.tensor([i for _, i in selected.meta])])
+    assert torch.equal(w, torch.ones(len(x)))
+
+
+def test_distill_needs_no_labels(seeded, picked):
+    selected = picked.head(30)
+    shuffled = Selected(
+        selected.x,
+        selected.y[torch.randperm(len(selected), generator=torch.Generator().manual_seed(1))],
+        selected.meta,
+    )
+    a = run_strategy(seeded, "distill", selected, picked.x)[-1]
+    b = run_strategy(seeded, "distill", shuffled, picked.x)[-1]
+    x = seeded.data.splits.test.float_batch(slice(None))
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(
+            a.fp_model.state_dict().values(), b.fp_model.state_dict().values(), strict=True
+        )
+    )
+    assert torch.equal(a.quantized(x), b.quantized(x))
+    assert not a.used_labels
+
+
+def test_none_reproduces_q0_exactly(seeded, picked):
+    state = run_strategy(seeded, "none", picked.head(10), picked.x)[-1]
+    x = seeded.data.splits.test.float_batch(slice(None))
+    assert torch.equal(state.quantized(x), seeded.q0(x))
+    assert state.fp_model is seeded.original
+
+
+def test_training_never_modifies_the_original_model(seeded, picked):
+    before = {k: v.clone() for k, v in seeded.original.state_dict().items()}
+    run_strategy(seeded, "finetune", picked.head(10), picked.x)
+    assert all(torch.equal(before[k], v) for k, v in seeded.original.state_dict().items())
+
+
+def test_fallback_and_settings_record_their_choice(seeded, picked):
+    (settings, fallback) = run_strategy(seeded, "settings+fallback", picked.head(10), picked.x)
+    assert settings.notes["probe"] == len(picked.x)
+    assert fallback.scheme.float_layers == tuple(fallback.notes["float_layers"])
+
+
+def test_strategy_names_fail_with_the_valid_list():
+    with pytest.raises(
+        MitigateError, match="unknown strategy 'magic'; valid choices: none, recalibrate"
+    ):
+        parse_strategy("magic")
+    with pytest.raises(MitigateError, match="cannot be combined"):
+        parse_strategy("none+finetune")
+    assert [s.name for s in parse_strategy("settings,fallback")] == ["settings", "fallback"]
+    assert {n for n, s in STRATEGIES.items() if s.uses_labels} == {"finetune", "qat"}
+
+
+def test_probe_strategies_refuse_a_non_static_scheme(picked):
+    seeded = prepare_seed(override(Config(), **TINY, retrain__scheme="fp16"))
+    with pytest.raises(MitigateError, match="needs a static int8 scheme"):
+        run_strategy(seeded, "fallback", picked.head(5), picked.x)
