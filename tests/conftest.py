@@ -25,6 +25,12 @@ class TinyNet(nn.Module):
 
 
 @pytest.fixture(scope="session")
+def tiny_net_class() -> type[nn.Module]:
+    """The class itself, for tests that build fresh copies (conftest cannot be imported)."""
+    return TinyNet
+
+
+@pytest.fixture(scope="session")
 def digits_xy() -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
 

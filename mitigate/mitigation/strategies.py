@@ -157,8 +157,15 @@ def _labelled_loader(ctx: Context) -> DataLoader:
 
 
 def _unlabelled_loader(ctx: Context) -> DataLoader:
-    x = torch.cat([ctx.train.float_batch(slice(None)), ctx.selected.x])
-    return _loader(ctx, TensorDataset(x))
+    """Training inputs plus the selected ones, no labels: ``(x, -1, w)`` batches (the
+    placeholder label is never read; the weight gives the selected inputs
+    ``train.selected_weight``)."""
+    train, k = ctx.train, len(ctx.selected)
+    x = torch.cat([train.float_batch(slice(None)), ctx.selected.x])
+    placeholder = torch.full((len(x),), -1, dtype=torch.long)
+    weight = float(ctx.config.train.selected_weight)
+    w = torch.cat([torch.ones(len(train)), torch.full((k,), weight)])
+    return _loader(ctx, TensorDataset(x, placeholder, w))
 
 
 def _loader(ctx: Context, dataset: TensorDataset) -> DataLoader:

@@ -7,19 +7,7 @@ import torch
 from mitigate.config import Config, override
 from mitigate.mitigation.compare import CONTROL, compare, plan_cells
 
-TINY = dict(
-    data__train=300,
-    data__val=50,
-    data__calibration=50,
-    data__pool=100,
-    data__test=100,
-    model__arch="mlp",
-    train__epochs=3,
-    shifts__families=["gaussian-noise", "rotate"],
-    shifts__severities=[3],
-    shifts__held_out=["rotate"],
-    quantization__calibration_size=50,
-    retrain__epochs=1,
+GRID = dict(
     retrain__probe_size=100,
     compare__selectors=["margin", "random"],
     compare__strategies=["none", "recalibrate", "finetune", "fallback"],
@@ -28,8 +16,8 @@ TINY = dict(
 )
 
 
-def test_plan_shares_cells_that_ignore_selector_or_budget():
-    cells = plan_cells(override(Config(), **TINY))
+def test_plan_shares_cells_that_ignore_selector_or_budget(tiny_retrain):
+    cells = plan_cells(override(Config(), **{**tiny_retrain, **GRID}))
     per_seed = [c for c in cells if c.seed == 0]
     by_strategy = {
         s: [c for c in per_seed if c.strategy == s]
@@ -43,9 +31,9 @@ def test_plan_shares_cells_that_ignore_selector_or_budget():
     assert {c.seed for c in cells} == {0, 1}
 
 
-def test_a_rerun_resumes_and_gives_the_same_table(tmp_path, monkeypatch):
+def test_a_rerun_resumes_and_gives_the_same_table(tmp_path, monkeypatch, tiny_retrain):
     torch.set_num_threads(1)
-    config = override(Config(), **TINY)
+    config = override(Config(), **{**tiny_retrain, **GRID})
     calls = []
     first = compare(config, tmp_path, on_cell=lambda cell, cached: calls.append(cached))
     assert len(calls) == len(plan_cells(config)) and not any(calls)
@@ -65,10 +53,16 @@ def test_a_rerun_resumes_and_gives_the_same_table(tmp_path, monkeypatch):
         assert row["seeds"] == [0, 1]
 
 
-def test_a_killed_run_keeps_finished_cells(tmp_path, monkeypatch):
+def test_a_killed_run_keeps_finished_cells(tmp_path, monkeypatch, tiny_retrain):
     torch.set_num_threads(1)
     config = override(
-        Config(), **{**TINY, "compare__strategies": ["none", "recalibrate"], "compare__seeds": 1}
+        Config(),
+        **{
+            **tiny_retrain,
+            **GRID,
+            "compare__strategies": ["none", "recalibrate"],
+            "compare__seeds": 1,
+        },
     )
     import mitigate.mitigation.compare as module
 

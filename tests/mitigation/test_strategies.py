@@ -16,27 +16,11 @@ from mitigate.mitigation.strategies import (
     parse_strategy,
 )
 
-TINY = dict(
-    data__train=300,
-    data__val=50,
-    data__calibration=50,
-    data__pool=100,
-    data__test=100,
-    model__arch="mlp",
-    train__epochs=3,
-    shifts__families=["gaussian-noise", "rotate"],
-    shifts__severities=[3],
-    shifts__held_out=["rotate"],
-    quantization__calibration_size=50,
-    retrain__epochs=1,
-    retrain__probe_size=150,
-)
-
 
 @pytest.fixture(scope="module")
-def seeded():
+def seeded(tiny_retrain):
     torch.set_num_threads(1)
-    return prepare_seed(override(Config(), **TINY))
+    return prepare_seed(override(Config(), **tiny_retrain))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +93,7 @@ def test_strategy_names_fail_with_the_valid_list():
     assert {n for n, s in STRATEGIES.items() if s.uses_labels} == {"finetune", "qat"}
 
 
-def test_probe_strategies_refuse_a_non_static_scheme(picked):
-    seeded = prepare_seed(override(Config(), **TINY, retrain__scheme="fp16"))
+def test_probe_strategies_refuse_a_non_static_scheme(picked, tiny_retrain):
+    seeded = prepare_seed(override(Config(), **{**tiny_retrain, "retrain__scheme": "fp16"}))
     with pytest.raises(MitigateError, match="needs a static int8 scheme"):
         run_strategy(seeded, "fallback", picked.head(5), picked.x)

@@ -7,25 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
-
-
-class BnNet(nn.Module):
-    """Conv-BN-ReLU, a residual conv and a linear head (as tests/conftest.py's TinyNet)."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 4 * 4, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = y + F.relu(self.conv2(y))
-        return self.fc(torch.flatten(F.max_pool2d(y, 2), 1))
 
 
 @pytest.fixture(autouse=True)
@@ -39,12 +21,12 @@ def _one_thread():
 
 
 @pytest.fixture
-def bn_net() -> Callable[[int], BnNet]:
-    """``bn_net(seed)`` -> a freshly initialised :class:`BnNet`."""
+def bn_net(tiny_net_class) -> Callable[[int], torch.nn.Module]:
+    """``bn_net(seed)`` -> a freshly initialised TinyNet (conv-BN-ReLU, residual, linear)."""
 
-    def build(seed: int = 0) -> BnNet:
+    def build(seed: int = 0) -> torch.nn.Module:
         torch.manual_seed(seed)
-        return BnNet()
+        return tiny_net_class()
 
     return build
 
