@@ -48,9 +48,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/qat_distill_sweep")
     parser.add_argument("--only", help="run only settings whose name contains this text")
     args = parser.parse_args()
-    print(
-        f"{'setting':40} {'strategy':9} {'selector':9} {'net removal':>13} {'held-out':>13} {'Δacc q1':>8}"
-    )
+    header = f"{'setting':40} {'strategy':9} {'selector':9} {'net removal':>13} {'held-out':>13}"
+    print(f"{header} {'Δacc q1':>8}")
     for name, change in SETTINGS.items():
         if args.only and args.only not in name:
             continue

@@ -20,6 +20,7 @@ from typing import Any
 from mitigate.errors import MitigateError
 
 __all__ = [
+    "CalibrationConfig",
     "CompareConfig",
     "Config",
     "DataConfig",
@@ -42,7 +43,8 @@ CALIBRATION_SAMPLING = ("random", "class-balanced")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset, where its files are, and how it is split (counts of inputs)."""
+    """Which dataset, where its files are, and how it is split (counts of inputs); for text,
+    how texts become token ids."""
 
     dataset: str = "digits"
     data_dir: str = ""
@@ -51,8 +53,16 @@ class DataConfig:
     calibration: int = 100
     pool: int = 400
     test: int = 450
-    # Other datasets (same shape and classes) measured as natural shifts: "name" or "npz:PATH".
+    # Other datasets (same shape and classes) measured as natural shifts: "name" or
+    # "kind:PATH" ("npz:PATH", "text-csv:PATH", "imdb:PATH").
     natural: tuple[str, ...] = ()
+    # At most this many inputs of each natural-shift set (a seeded random sample); 0 = all.
+    natural_size: int = 0
+    # Text datasets only: tokens per input (padded / truncated) and the vocabulary built from
+    # the training split (at most vocab_size entries, tokens seen at least min_freq times).
+    max_len: int = 32
+    vocab_size: int = 20000
+    min_freq: int = 2
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,47 @@ class CompareConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    """PTQ calibration: the sweep ``mitigate calibrate`` runs, and the calibration
+    ``evaluate``/``retrain`` use.
+
+    ``preset``: ``""`` = the ``[quantization] calibration_*`` options; ``"best"`` = what
+    ``mitigate calibrate`` recommended for this data, model and training; a ``best.json``
+    path; or a (partial) preset name such as ``clean-256-minmax-qnnpack``.
+
+    The sweep varies, for the static int8 ``scheme`` over ``seeds`` seeds, the calibration
+    ``sources`` (clean, shifted, mixed, selected = the pool inputs ``selector`` ranks
+    highest), ``sizes``, ``samplings``, ``augmentations`` (shifted copies per input, from
+    ``families``: ``["all"]`` = every family not held out), ``observers``,
+    ``granularities`` and ``engines``; ``grid = "oat"`` one factor at a time around the
+    default calibration (``"full"``: every combination), plus the ``extra`` preset names and,
+    with ``combine``, every factor's best level together.
+    """
+
+    preset: str = ""
+    scheme: str = "int8"
+    seeds: int = 3
+    selector: str = "margin"
+    families: tuple[str, ...] = ("all",)
+    grid: str = "oat"
+    sources: tuple[str, ...] = ("clean", "shifted", "mixed", "selected")
+    sizes: tuple[int, ...] = (16, 64, 256, 1024)
+    samplings: tuple[str, ...] = ("random", "class-balanced", "selector-ranked")
+    augmentations: tuple[int, ...] = (0, 1, 3)
+    observers: tuple[str, ...] = ("histogram", "minmax", "moving-average")
+    granularities: tuple[str, ...] = ("per-channel", "per-tensor")
+    engines: tuple[str, ...] = ("x86", "x86-full", "qnnpack")
+    extra: tuple[str, ...] = (
+        "16-balanced",
+        "16-ranked",
+        "selected-1024",
+        "shifted-qnnpack",
+        "minmax-qnnpack",
+    )
+    combine: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -187,6 +238,7 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -28,6 +28,7 @@ def evaluate(
     from mitigate.pipeline import (
         base_model,
         calibration_inputs,
+        check_schemes,
         load_data,
         measurement_groups,
         quantize_variants,
@@ -42,6 +43,7 @@ def evaluate(
 
     for name in config.quantization.schemes:  # fail on a bad name before training anything
         parse_scheme(name)
+    check_schemes(config, data, config.quantization.schemes)  # static int8 on an LSTM ...
     model, model_info = base_model(config, data, checkpoint=checkpoint, progress=progress)
     variants = quantize_variants(
         model, config.quantization.schemes, calibration_inputs(config, data)

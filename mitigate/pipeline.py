@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from mitigate.config import CALIBRATION_SAMPLING, CALIBRATION_SOURCES, Config, config_digest
+from mitigate.data.base import LabelledData
 from mitigate.data.evalset import resolve_families, split_seed
-from mitigate.data.images import LabelledImages
 from mitigate.errors import MitigateError, unknown_choice
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "base_model",
     "cache_dir",
     "calibration_inputs",
+    "check_schemes",
     "load_data",
+    "model_inputs",
     "model_meta",
     "test_accuracy",
     "quantize_variants",
@@ -32,16 +34,26 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Data:
-    """The seeded splits plus any natural-shift datasets, ready for every stage."""
+    """The seeded splits plus any natural-shift datasets, ready for every stage.
+
+    Every split is a :class:`~mitigate.data.base.LabelledData`: images, or texts bound to the
+    vocabulary built from the training split.
+    """
 
     splits: object  # mitigate.data.splits.Splits
-    naturals: dict[str, LabelledImages]
+    naturals: dict[str, LabelledData]
     families: list[str]  # synthetic shift families used for measurement
     held_out: tuple[str, ...] = ()  # families kept out of the pool and calibration
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` for images, ``(max_len,)`` for text."""
         return self.splits.train.input_shape  # type: ignore[attr-defined]
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"text"``."""
+        return self.splits.train.modality  # type: ignore[attr-defined]
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -64,27 +76,77 @@ def load_data(config: Config) -> Data:
         train=d.train, val=d.val, calibration=d.calibration, pool=d.pool, test=d.test
     )
     splits = make_splits(data, sizes, config.seed, test_data=official_test)
+    vocabulary = None
+    if data.modality == "text":
+        splits, vocabulary = _bind_vocabulary(splits, d)
+    if d.natural_size < 0:
+        raise MitigateError(f"data.natural_size must be >= 0 (0 = all), got {d.natural_size}")
     naturals = {}
     for spec in d.natural:
-        naturals[spec] = _load_natural(spec, d.data_dir, splits.test)
-    channels = data.input_shape[0]
-    families = resolve_families(config.shifts.families, channels)
+        natural = _load_natural(spec, d.data_dir, splits.test, vocabulary, d.max_len)
+        if 0 < d.natural_size < len(natural):
+            generator = torch.Generator().manual_seed(split_seed(config.seed, f"natural:{spec}"))
+            keep = torch.randperm(len(natural), generator=generator)[: d.natural_size]
+            natural = natural.subset(keep.sort().values)
+        naturals[spec] = natural
+    families = resolve_families(config.shifts.families, splits.train)
     held_out = (
-        tuple(resolve_families(config.shifts.held_out, channels)) if config.shifts.held_out else ()
+        tuple(resolve_families(config.shifts.held_out, splits.train))
+        if config.shifts.held_out
+        else ()
     )
     return Data(splits, naturals, families, held_out)
 
 
-def _load_natural(spec: str, data_dir: str, test: LabelledImages) -> LabelledImages:
-    from mitigate.data.loaders import load_dataset
+def _bind_vocabulary(splits: object, d: object) -> tuple[object, object]:
+    """Text splits tokenized with the vocabulary of the training split's texts."""
+    from dataclasses import replace
+
+    from mitigate.data.splits import SPLIT_NAMES
+    from mitigate.data.text.vocab import build_vocabulary
+
+    vocabulary = build_vocabulary(
+        splits.train.texts,  # type: ignore[attr-defined]
+        min_freq=d.min_freq,  # type: ignore[attr-defined]
+        max_size=d.vocab_size,  # type: ignore[attr-defined]
+    )
+    bound = {
+        name: getattr(splits, name).with_vocabulary(vocabulary, d.max_len)  # type: ignore[attr-defined]
+        for name in SPLIT_NAMES
+    }
+    return replace(splits, **bound), vocabulary  # type: ignore[type-var]
+
+
+def _load_natural(
+    spec: str, data_dir: str, test: LabelledData, vocabulary: object, max_len: int
+) -> LabelledData:
+    from mitigate.data.loaders import DATASETS, load_dataset
     from mitigate.data.npz import load_npz
 
     kind, _, path = spec.partition(":")
     if kind == "npz" and path:
         natural = load_npz(path)
     else:
-        train, official_test = load_dataset(spec, data_dir or None)
+        name, where = (kind, path) if path and kind in DATASETS else (spec, data_dir or None)
+        train, official_test = load_dataset(name, where)
         natural = official_test if official_test is not None else train
+    if natural.modality != test.modality:
+        raise MitigateError(
+            f"natural shift {spec!r} holds {natural.modality} data; the model reads "
+            f"{test.modality} data"
+        )
+    if vocabulary is not None:
+        if natural.classes != test.classes and set(natural.classes) == set(test.classes):
+            from dataclasses import replace
+
+            order = torch.tensor([test.classes.index(c) for c in natural.classes])
+            natural = replace(natural, labels=order[natural.labels], classes=test.classes)
+        if natural.classes != test.classes:
+            raise MitigateError(
+                f"natural shift {spec!r} has classes {', '.join(natural.classes)}; the model "
+                f"predicts {', '.join(test.classes)}"
+            )
+        natural = natural.with_vocabulary(vocabulary, max_len)  # type: ignore[attr-defined]
     if natural.input_shape != test.input_shape or natural.num_classes != test.num_classes:
         raise MitigateError(
             f"natural shift {spec!r} has inputs {natural.input_shape} and {natural.num_classes} "
@@ -141,6 +203,7 @@ def train_model(config: Config, data: Data, *, progress: bool = False, full: boo
 
     t = config.train
     check_train_config(t)
+    _check_method_fits(config, data)
     teacher = None
     if get_method(t.method).needs_teacher:
         standard = TrainConfig(
@@ -148,10 +211,7 @@ def train_model(config: Config, data: Data, *, progress: bool = False, full: boo
         )
         teacher, _ = base_model(replace(config, train=standard), data, progress=progress)
     torch.manual_seed(config.seed)
-    c, h, w = data.input_shape
-    model = build_model(
-        config.model.arch, in_channels=c, image_size=(h, w), num_classes=len(data.classes)
-    )
+    model = build_model(config.model.arch, **model_inputs(config, data))
     splits = data.splits
     train = images_loader(splits.train, batch_size=t.batch_size, shuffle=True, seed=config.seed)  # type: ignore[attr-defined]
     val = (
@@ -163,6 +223,57 @@ def train_model(config: Config, data: Data, *, progress: bool = False, full: boo
         model, train, val, settings=t, seed=config.seed, teacher=teacher, progress=progress
     )
     return trained if full else trained.model
+
+
+def model_inputs(config: Config, data: Data) -> dict:
+    """:func:`mitigate.models.build_model` keywords for the configured architecture on
+    ``data``: ``in_channels``, ``image_size`` and ``num_classes`` for images; ``vocab_size``,
+    ``seq_len`` and ``num_classes`` for text.
+
+    Raises:
+        MitigateError: an image model on text data or the other way round.
+    """
+    from mitigate.models.registry import model_modality, model_names
+
+    arch = config.model.arch
+    if model_modality(arch) != data.modality:
+        raise MitigateError(
+            f"model {arch!r} reads {model_modality(arch)} inputs but dataset "
+            f"{config.data.dataset!r} holds {data.modality}; {data.modality} models: "
+            + ", ".join(model_names(data.modality))
+        )
+    classes = len(data.classes)
+    if data.modality == "text":
+        vocabulary = data.splits.train.vocabulary  # type: ignore[attr-defined]
+        return {
+            "vocab_size": len(vocabulary),
+            "seq_len": data.input_shape[0],
+            "num_classes": classes,
+        }
+    c, h, w = data.input_shape
+    return {"in_channels": c, "image_size": (h, w), "num_classes": classes}
+
+
+def _check_method_fits(config: Config, data: Data) -> None:
+    """Mixup and adversarial training perturb float inputs; token ids have no such thing."""
+    method = config.train.method
+    if data.modality == "text" and method in ("mixup", "adversarial"):
+        raise MitigateError(
+            f"training method {method!r} perturbs image pixels and cannot train on text; "
+            "for text use standard, qat or distill"
+        )
+
+
+def check_schemes(config: Config, data: Data, schemes: tuple[str, ...] | list[str]) -> None:
+    """Fail fast, before any training, on a scheme that cannot quantize the configured
+    architecture (static int8 on an LSTM or GRU): an untrained model has the same layers."""
+    from mitigate.models import build_model
+    from mitigate.quantization import check_supported, parse_scheme
+
+    with torch.random.fork_rng():  # leave the global RNG as training expects it
+        blank = build_model(config.model.arch, **model_inputs(config, data))
+    for name in schemes:
+        check_supported(blank, parse_scheme(name))
 
 
 def base_model(
@@ -194,8 +305,10 @@ def base_model(
 
 
 def model_meta(config: Config, data: Data) -> dict:
-    """What a checkpoint records about the model it holds."""
-    return {
+    """What a checkpoint records about the model it holds; for text also the vocabulary (a
+    list of token strings, id = position), ``max_len`` and the tokenizer rule, so the
+    checkpoint alone says how to turn a text into its inputs."""
+    meta = {
         "arch": config.model.arch,
         "input_shape": list(data.input_shape),
         "num_classes": len(data.classes),
@@ -204,6 +317,17 @@ def model_meta(config: Config, data: Data) -> dict:
         "seed": config.seed,
         "train_method": config.train.method,
     }
+    if data.modality == "text":
+        from mitigate.data.text.vocab import TOKENIZER
+
+        vocabulary = data.splits.train.vocabulary  # type: ignore[attr-defined]
+        meta |= {
+            "vocab_size": len(vocabulary),
+            "vocabulary": list(vocabulary.tokens),
+            "max_len": data.input_shape[0],
+            "tokenizer": TOKENIZER,
+        }
+    return meta
 
 
 def _check_shape(meta: dict, data: Data, where: str) -> None:
@@ -214,17 +338,33 @@ def _check_shape(meta: dict, data: Data, where: str) -> None:
             f"checkpoint {where} takes inputs {shape} with {classes} classes; "
             f"the data has {data.input_shape} with {len(data.classes)} classes"
         )
+    if data.modality == "text":
+        tokens = list(data.splits.train.vocabulary.tokens)  # type: ignore[attr-defined]
+        if meta.get("vocabulary") != tokens:
+            raise MitigateError(
+                f"checkpoint {where} was trained with another vocabulary than the one built "
+                "from this config's training split; use the [data] settings (dataset, sizes, "
+                "vocab_size, min_freq) and seed it was trained with"
+            )
 
 
-def calibration_inputs(config: Config, data: Data) -> Tensor:
+def calibration_inputs(config: Config, data: Data, *, model: nn.Module | None = None) -> Tensor:
     """The static-int8 calibration batch: ``calibration_size`` inputs from the calibration split,
-    sampled and (for ``shifted``/``mixed``) shifted as configured. ``float [N, C, H, W]``."""
+    sampled and (for ``shifted``/``mixed``) shifted as configured. ``float [N, C, H, W]``.
+
+    A ``[calibration] preset`` (see :mod:`mitigate.calibration.presets`) replaces these options;
+    ``model`` is the FP model a preset that ranks inputs scores them with (default: the
+    cached base model)."""
+    if config.calibration.preset:
+        from mitigate.calibration.presets import preset_inputs
+
+        return preset_inputs(config, data, model)
     q = config.quantization
     if q.calibration_source not in CALIBRATION_SOURCES:
         raise unknown_choice("calibration source", q.calibration_source, CALIBRATION_SOURCES)
     if q.calibration_sampling not in CALIBRATION_SAMPLING:
         raise unknown_choice("calibration sampling", q.calibration_sampling, CALIBRATION_SAMPLING)
-    pool: LabelledImages = data.splits.calibration  # type: ignore[attr-defined]
+    pool: LabelledData = data.splits.calibration  # type: ignore[attr-defined]
     if not 1 <= q.calibration_size <= len(pool):
         raise MitigateError(
             f"calibration_size {q.calibration_size} must be between 1 and the calibration "
@@ -235,7 +375,7 @@ def calibration_inputs(config: Config, data: Data) -> Tensor:
     if q.calibration_sampling == "class-balanced":
         order = _round_robin_by_class(order, pool.labels)
     index = order[: q.calibration_size].sort().values
-    x = pool.float_batch(index)
+    x = pool.batch(index)
     if q.calibration_source == "clean":
         return x
     families = data.seen_families
@@ -247,14 +387,12 @@ def calibration_inputs(config: Config, data: Data) -> Tensor:
         shifted = torch.arange(len(index)) % 2 == 1
     choice = torch.randint(len(families), (len(index),), generator=generator)
     severity = torch.randint(1, 6, (len(index),), generator=generator)
-    from mitigate.data.shifts import apply_shift
-
     seed = split_seed(config.seed, "calibration")
     for f, family in enumerate(families):
         for s in range(1, 6):
             rows = (shifted & (choice == f) & (severity == s)).nonzero().flatten()
             if len(rows):
-                x[rows] = apply_shift(x[rows], family, s, seed=seed, index=index[rows])
+                x[rows] = pool.batch(index[rows], family, s, seed=seed)
     return x
 
 
@@ -288,12 +426,12 @@ def quantize_variants(
 @torch.no_grad()
 def test_accuracy(model: nn.Module, data: Data, batch_size: int = 512) -> float:
     """Accuracy of ``model`` on the clean test split."""
-    test: LabelledImages = data.splits.test  # type: ignore[attr-defined]
+    test: LabelledData = data.splits.test  # type: ignore[attr-defined]
     model.eval()
     correct = sum(
         int(
             (
-                model(test.float_batch(slice(i, i + batch_size))).argmax(1)
+                model(test.batch(slice(i, i + batch_size))).argmax(1)
                 == test.labels[i : i + batch_size]
             ).sum()
         )

@@ -7,17 +7,23 @@ from typing import Annotated
 
 import typer
 
+from mitigate.cli.calibrate import CalibrationOption, with_calibration
 from mitigate.cli.common import (
     ConfigOption,
+    FormatOption,
+    JsonOption,
+    ModelOption,
     OutOption,
+    Output,
     QuietOption,
+    ReportFormat,
+    SchemesOption,
     SeedOption,
-    console,
+    check_out,
+    emit_report,
     handle_errors,
-    show_progress,
     split_list,
 )
-from mitigate.quantization.schemes import scheme_names
 
 __all__ = ["evaluate_command"]
 
@@ -25,32 +31,26 @@ __all__ = ["evaluate_command"]
 @handle_errors
 def evaluate_command(
     config: ConfigOption = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Checkpoint to measure (default: cached base model)."),
-    ] = None,
-    schemes: Annotated[
-        str | None,
-        typer.Option(
-            "--schemes",
-            help=f"Comma-separated schemes ({', '.join(scheme_names())}); "
-            "options as int8:engine=qnnpack.",
-        ),
-    ] = None,
+    model: ModelOption = None,
+    schemes: SchemesOption = None,
     shifts: Annotated[
         str | None, typer.Option("--shifts", help="Comma-separated shift families, or 'all'.")
     ] = None,
     severities: Annotated[
         str | None, typer.Option("--severities", help="Comma-separated, 1-5.")
     ] = None,
+    calibration: CalibrationOption = None,
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
+    fmt: FormatOption = ReportFormat.md,
 ) -> None:
     """Measure disagreements per shift, severity, class and worst group."""
     from mitigate.config import load_config, override
     from mitigate.evaluation import evaluate, write_evaluation
-    from mitigate.reports.tables import evaluate_tables
+    from mitigate.reports.plots import evaluate_plots
+    from mitigate.reports.tables import evaluate_markdown, evaluate_tables
 
     cfg = override(
         load_config(config),
@@ -59,15 +59,25 @@ def evaluate_command(
         shifts__families=split_list(shifts),
         shifts__severities=split_list(severities),
     )
-    out = out or Path("runs") / "evaluate"
-    result = evaluate(cfg, checkpoint=model, progress=show_progress(quiet))
-    for table in evaluate_tables(result.report):
-        console.print(table)
-        console.print()
-    written = write_evaluation(result, out)
-    info = result.report["model"]
-    console.print(
-        f"model: {info['arch']} ({info['source']}: {info['path']})  "
-        f"inputs: {result.report['n']}  time: {result.report['wall_time_s']:.1f}s"
-    )
-    console.print("wrote " + ", ".join(str(p) for p in written))
+    cfg = with_calibration(cfg, calibration)
+    out = check_out(out or Path("runs") / "evaluate")
+    with Output(quiet=quiet, as_json=as_json) as ui:
+        result = evaluate(cfg, checkpoint=model, progress=ui.progress)
+        report = result.report
+        for table in evaluate_tables(report):
+            ui.print(table)
+            ui.print()
+        info = report["model"]
+        ui.print(
+            f"model: {info['arch']} ({info['source']}: {info['path']})  "
+            f"inputs: {report['n']}  time: {report['wall_time_s']:.1f}s"
+        )
+        emit_report(
+            ui,
+            out,
+            report,
+            markdown=evaluate_markdown,
+            plots=lambda: evaluate_plots(report),
+            data=lambda stage: write_evaluation(result, stage),
+            fmt=fmt,
+        )

@@ -7,15 +7,21 @@ from typing import Annotated
 
 import typer
 
+from mitigate.cli.calibrate import CalibrationOption, with_calibration
 from mitigate.cli.common import (
     ConfigOption,
+    FormatOption,
+    JsonOption,
     ModelOption,
     OutOption,
+    Output,
     QuietOption,
+    ReportFormat,
+    SchemeOption,
     SeedOption,
-    console,
+    check_out,
+    emit_report,
     handle_errors,
-    show_progress,
 )
 
 __all__ = ["retrain_command"]
@@ -40,9 +46,7 @@ def retrain_command(
             "(settings+fallback).",
         ),
     ] = None,
-    scheme: Annotated[
-        str | None, typer.Option("--scheme", help="The quantization scheme to fix, e.g. int8.")
-    ] = None,
+    scheme: SchemeOption = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", min=1, help="Fine-tuning epochs.")
     ] = None,
@@ -50,16 +54,19 @@ def retrain_command(
         bool | None,
         typer.Option("--control/--no-control", help="Also train with no selected inputs."),
     ] = None,
+    calibration: CalibrationOption = None,
     config: ConfigOption = None,
     model: ModelOption = None,
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
+    fmt: FormatOption = ReportFormat.md,
 ) -> None:
     """Mitigate one scheme's disagreements and count removed, introduced and accuracy."""
     from mitigate.config import load_config, override
     from mitigate.mitigation.retrain import retrain, write_retrain
-    from mitigate.reports.io import write_text
+    from mitigate.reports.plots import retrain_plots
     from mitigate.reports.retrain_tables import headline, retrain_markdown, retrain_tables
 
     cfg = override(
@@ -72,17 +79,26 @@ def retrain_command(
         retrain__epochs=epochs,
         retrain__control=control,
     )
-    out = out or Path("runs") / "retrain"
-    result = retrain(cfg, checkpoint=model, progress=show_progress(quiet))
-    lines = headline(result.report)
-    console.print(lines[0])
-    for table in retrain_tables(result.report):
-        console.print()
-        console.print(table)
-    console.print()
-    for line in lines[1:]:
-        console.print(line)
-    written = write_retrain(result, out)
-    write_text(out / "report.md", retrain_markdown(result.report))
-    console.print(f"time: {result.report['wall_time_s']:.1f}s")
-    console.print("wrote " + ", ".join(str(p) for p in [*written, out / "report.md"]))
+    cfg = with_calibration(cfg, calibration)
+    out = check_out(out or Path("runs") / "retrain")
+    with Output(quiet=quiet, as_json=as_json) as ui:
+        result = retrain(cfg, checkpoint=model, progress=ui.progress)
+        report = result.report
+        lines = headline(report)
+        ui.print(lines[0])
+        for table in retrain_tables(report):
+            ui.print()
+            ui.print(table)
+        ui.print()
+        for line in lines[1:]:
+            ui.print(line)
+        ui.print(f"time: {report['wall_time_s']:.1f}s")
+        emit_report(
+            ui,
+            out,
+            report,
+            markdown=retrain_markdown,
+            plots=lambda: retrain_plots(report),
+            data=lambda stage: write_retrain(result, stage),
+            fmt=fmt,
+        )

@@ -9,15 +9,20 @@ import typer
 
 from mitigate.cli.common import (
     ConfigOption,
+    FormatOption,
+    JsonOption,
+    ModelOption,
     OutOption,
+    Output,
     QuietOption,
+    ReportFormat,
+    SchemesOption,
     SeedOption,
-    console,
+    check_out,
+    emit_report,
     handle_errors,
-    show_progress,
     split_list,
 )
-from mitigate.quantization.schemes import scheme_names
 
 __all__ = ["score_command"]
 
@@ -41,18 +46,8 @@ SPLIT_CHOICES = ("pool", "test")
 @handle_errors
 def score_command(
     config: ConfigOption = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Checkpoint to score (default: cached base model)."),
-    ] = None,
-    schemes: Annotated[
-        str | None,
-        typer.Option(
-            "--schemes",
-            help=f"Comma-separated schemes ({', '.join(scheme_names())}); "
-            "options as int8:engine=qnnpack.",
-        ),
-    ] = None,
+    model: ModelOption = None,
+    schemes: SchemesOption = None,
     scores: Annotated[
         str | None,
         typer.Option(
@@ -82,10 +77,13 @@ def score_command(
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
+    fmt: FormatOption = ReportFormat.md,
 ) -> None:
     """Rank the disagreement scores by how well they find each copy's disagreements."""
     from mitigate.config import load_config, override
-    from mitigate.reports.score_tables import score_table, winner_lines
+    from mitigate.reports.plots import score_plots
+    from mitigate.reports.score_tables import score_markdown, score_table, winner_lines
     from mitigate.scoring import run_scoring, write_scoring
 
     cfg = override(
@@ -94,23 +92,32 @@ def score_command(
         quantization__schemes=split_list(schemes),
         selection__budget=budget,
     )
-    result = run_scoring(
-        cfg,
-        checkpoint=model,
-        split=split,
-        protocol=protocol,
-        scores=split_list(scores),
-        progress=show_progress(quiet),
-    )
-    written = write_scoring(result, out or Path("runs") / "score")
-    report = result.report
-    console.print(score_table(report))
-    console.print()
-    for line in winner_lines(report):
-        console.print(line, highlight=False)
-    info = report["model"]
-    console.print(
-        f"model: {info['arch']} ({info['source']}: {info['path']})  "
-        f"inputs: {report['n']}  time: {report['wall_time_s']:.1f}s"
-    )
-    console.print("wrote " + ", ".join(str(p) for p in written))
+    out = check_out(out or Path("runs") / "score")
+    with Output(quiet=quiet, as_json=as_json) as ui:
+        result = run_scoring(
+            cfg,
+            checkpoint=model,
+            split=split,
+            protocol=protocol,
+            scores=split_list(scores),
+            progress=ui.progress,
+        )
+        report = result.report
+        ui.print(score_table(report))
+        ui.print()
+        for line in winner_lines(report):
+            ui.print(line, highlight=False)
+        info = report["model"]
+        ui.print(
+            f"model: {info['arch']} ({info['source']}: {info['path']})  "
+            f"inputs: {report['n']}  time: {report['wall_time_s']:.1f}s"
+        )
+        emit_report(
+            ui,
+            out,
+            report,
+            markdown=score_markdown,
+            plots=lambda: score_plots(report, result.predictions),
+            data=lambda stage: write_scoring(result, stage),
+            fmt=fmt,
+        )

@@ -9,12 +9,17 @@ import typer
 
 from mitigate.cli.common import (
     ConfigOption,
+    FormatOption,
+    JsonOption,
+    ModelOption,
     OutOption,
+    Output,
     QuietOption,
+    ReportFormat,
     SeedOption,
-    console,
+    check_out,
+    emit_report,
     handle_errors,
-    show_progress,
 )
 from mitigate.mitigation.sensitivity_report import PROBE_SIZE
 
@@ -24,10 +29,7 @@ __all__ = ["sensitivity_command"]
 @handle_errors
 def sensitivity_command(
     config: ConfigOption = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="Checkpoint to analyse (default: cached base model)."),
-    ] = None,
+    model: ModelOption = None,
     scheme: Annotated[
         str,
         typer.Option(
@@ -52,29 +54,44 @@ def sensitivity_command(
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
+    fmt: FormatOption = ReportFormat.md,
 ) -> None:
     """Rank layers by the disagreements that quantizing them causes (no labels needed)."""
     from mitigate.config import load_config, override
     from mitigate.mitigation.sensitivity_report import sensitivity_report, write_sensitivity
-    from mitigate.reports.sensitivity_tables import sensitivity_summary, sensitivity_table
+    from mitigate.reports.plots import sensitivity_plots
+    from mitigate.reports.sensitivity_tables import (
+        sensitivity_markdown,
+        sensitivity_summary,
+        sensitivity_table,
+    )
 
     cfg = override(load_config(config), seed=seed)
-    out = out or Path("runs") / "sensitivity"
-    report = sensitivity_report(
-        cfg,
-        checkpoint=model,
-        scheme=scheme,
-        probe_size=probe_size,
-        selector=selector,
-        progress=show_progress(quiet),
-    )
-    console.print(sensitivity_table(report))
-    console.print()
-    console.print(sensitivity_summary(report))
-    written = write_sensitivity(report, out)
-    info = report["model"]
-    console.print(
-        f"model: {info['arch']} ({info['source']}: {info['path']})  "
-        f"time: {report['wall_time_s']:.1f}s"
-    )
-    console.print("wrote " + ", ".join(str(p) for p in written))
+    out = check_out(out or Path("runs") / "sensitivity")
+    with Output(quiet=quiet, as_json=as_json) as ui:
+        report = sensitivity_report(
+            cfg,
+            checkpoint=model,
+            scheme=scheme,
+            probe_size=probe_size,
+            selector=selector,
+            progress=ui.progress,
+        )
+        ui.print(sensitivity_table(report))
+        ui.print()
+        ui.print(sensitivity_summary(report))
+        info = report["model"]
+        ui.print(
+            f"model: {info['arch']} ({info['source']}: {info['path']})  "
+            f"time: {report['wall_time_s']:.1f}s"
+        )
+        emit_report(
+            ui,
+            out,
+            report,
+            markdown=sensitivity_markdown,
+            plots=lambda: sensitivity_plots(report),
+            data=lambda stage: write_sensitivity(report, stage),
+            fmt=fmt,
+        )

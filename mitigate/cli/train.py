@@ -9,12 +9,13 @@ import typer
 
 from mitigate.cli.common import (
     ConfigOption,
+    JsonOption,
     OutOption,
+    Output,
     QuietOption,
     SeedOption,
-    console,
+    check_out,
     handle_errors,
-    show_progress,
 )
 
 __all__ = ["METHOD_CHOICES", "train_command"]
@@ -43,6 +44,7 @@ def train_command(
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train a base model on the configured data and save it (clean test accuracy printed)."""
     from mitigate.config import load_config, override
@@ -55,24 +57,28 @@ def train_command(
         load_config(config), seed=seed, model__arch=arch, train__method=method, train__epochs=epochs
     )
     check_train_config(cfg.train)  # before loading data or training anything
-    data = load_data(cfg)
-    trained = train_model(cfg, data, progress=show_progress(quiet), full=True)
-    path = (
-        out or Path("runs") / "train"
-    ) / f"{cfg.model.arch}-{cfg.train.method}-seed{cfg.seed}.pt"
-    accuracy = test_accuracy(trained.model, data)
-    meta = model_meta(cfg, data) | {"test_accuracy": accuracy}
-    lines = [
-        f"{cfg.model.arch} ({cfg.train.method}, seed {cfg.seed}): clean test accuracy "
-        f"{accuracy:.2%}"
-    ]
-    if trained.prepared is not None:
-        label = scheme_label(trained.scheme)
-        int8_accuracy = test_accuracy(trained.quantized(), data)
-        # The checkpoint holds the float weights taken out of the QAT model.
-        meta |= {"qat_trained": True, "qat_scheme": label, "qat_test_accuracy": int8_accuracy}
-        lines.append(f"{label} model converted from QAT: clean test accuracy {int8_accuracy:.2%}")
-    save_checkpoint(path, trained.model, meta)
-    for line in lines:
-        console.print(line)
-    console.print(f"wrote {path}")
+    folder = check_out(out or Path("runs") / "train")
+    with Output(quiet=quiet, as_json=as_json) as ui:
+        data = load_data(cfg)
+        trained = train_model(cfg, data, progress=ui.progress, full=True)
+        path = folder / f"{cfg.model.arch}-{cfg.train.method}-seed{cfg.seed}.pt"
+        accuracy = test_accuracy(trained.model, data)
+        meta = model_meta(cfg, data) | {"test_accuracy": accuracy}
+        lines = [
+            f"{cfg.model.arch} ({cfg.train.method}, seed {cfg.seed}): clean test accuracy "
+            f"{accuracy:.2%}"
+        ]
+        if trained.prepared is not None:
+            label = scheme_label(trained.scheme)
+            int8_accuracy = test_accuracy(trained.quantized(), data)
+            # The checkpoint holds the float weights taken out of the QAT model.
+            meta |= {"qat_trained": True, "qat_scheme": label, "qat_test_accuracy": int8_accuracy}
+            lines.append(
+                f"{label} model converted from QAT: clean test accuracy {int8_accuracy:.2%}"
+            )
+        save_checkpoint(path, trained.model, meta)
+        for line in lines:
+            ui.print(line)
+        ui.print(f"wrote {path}", highlight=False)
+        if ui.as_json:
+            ui.emit_json({"checkpoint": str(path), **meta})

@@ -1,4 +1,4 @@
-"""Datasets, seeded splits, synthetic shifts and the measurement groups built from them.
+"""Datasets (images and texts), seeded splits, synthetic shifts and the measurement groups.
 
 Names resolve lazily so that importing a registry does not import torch.
 """
@@ -6,7 +6,9 @@ Names resolve lazily so that importing a registry does not import torch.
 from mitigate._lazy import lazy_exports
 
 _EXPORTS = {
+    "LabelledData": ".base",
     "LabelledImages": ".images",
+    "LabelledText": ".text.dataset",
     "DATASETS": ".loaders",
     "load_dataset": ".loaders",
     "load_digits": ".digits",

@@ -1,8 +1,9 @@
 """Measurement groups (clean, each shift x severity, natural shifts) and their lazy batches.
 
-Shifted images are made one batch at a time from the stored clean ones, deterministically from
-(seed, split, shift, severity, input index), so a 10k-image test set with 20 families x 5
-severities never holds more than one batch of shifted images in memory.
+Shifted inputs are made one batch at a time from the stored clean ones (images or raw texts,
+through :meth:`mitigate.data.base.LabelledData.batch`), deterministically from (seed, split,
+shift, severity, input index), so a 10k-image test set with 20 families x 5 severities never
+holds more than one batch of shifted inputs in memory.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mitigate.data.images import LabelledImages
-from mitigate.data.shifts import SEVERITIES, apply_shift, shift_names
+from mitigate.data.base import LabelledData
+from mitigate.data.shifts import SEVERITIES, shift_names
 from mitigate.errors import MitigateError, unknown_choice
 
 __all__ = ["Batch", "Group", "build_groups", "iter_batches", "resolve_families", "split_seed"]
@@ -51,7 +52,7 @@ class Batch:
     """One batch of one group.
 
     Attributes:
-        x: ``float [B, C, H, W]`` in ``[0, 1]``.
+        x: ``float [B, C, H, W]`` in ``[0, 1]`` (images) or ``int64 [B, max_len]`` token ids.
         y: ``int64 [B]`` true labels.
         group: index into the group list.
         index: ``int64 [B]``, position of each input in its source split (what shifts hash).
@@ -76,14 +77,19 @@ def split_seed(seed: int, split: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(split.encode())) % (2**31)
 
 
-def resolve_families(families: Sequence[str], channels: int) -> list[str]:
-    """Expand ``["all"]`` and check names against the families that fit ``channels``."""
-    valid = shift_names(channels)
+def resolve_families(families: Sequence[str], source: int | LabelledData) -> list[str]:
+    """Expand ``["all"]`` and check names against the families that fit ``source``: a channel
+    count (image shifts) or a data set (its :meth:`~LabelledData.shift_names`)."""
+    if isinstance(source, int):
+        valid, kind = shift_names(source), f"shift for {source}-channel images"
+    else:
+        valid = source.shift_names()
+        kind = "shift for text" if source.modality == "text" else "shift for these images"
     if list(families) == ["all"]:
         return valid
     for name in families:
         if name not in valid:
-            raise unknown_choice(f"shift for {channels}-channel images", name, valid)
+            raise unknown_choice(kind, name, valid)
     return list(dict.fromkeys(families))
 
 
@@ -115,13 +121,13 @@ def build_groups(
 
 
 def iter_batches(
-    data: LabelledImages,
+    data: LabelledData,
     groups: Sequence[Group],
     *,
     batch_size: int,
     seed: int,
     split: str = "test",
-    naturals: Mapping[str, LabelledImages] | None = None,
+    naturals: Mapping[str, LabelledData] | None = None,
 ) -> Iterator[Batch]:
     """Yield every group's inputs batch by batch, shifting each batch as it is made."""
     shift_seed = split_seed(seed, split)
@@ -130,8 +136,6 @@ def iter_batches(
         source = data if group.kind != "natural" else (naturals or {})[group.source]
         for start in range(0, len(source), batch_size):
             index = torch.arange(start, min(start + batch_size, len(source)))
-            x = source.float_batch(index)
-            if group.shift is not None:
-                x = apply_shift(x, group.shift, group.severity, seed=shift_seed, index=index)
+            x = source.batch(index, group.shift, group.severity, seed=shift_seed)
             yield Batch(x, source.labels[index], group_index, index, offset + index)
         offset += len(source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -30,6 +31,7 @@ class LabelledImages:
     classes: tuple[str, ...]
     max_value: int = 255
     name: str = ""
+    modality: ClassVar[str] = "image"
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -53,3 +55,23 @@ class LabelledImages:
     def float_batch(self, index: Tensor | slice) -> Tensor:
         """``float32 [B, C, H, W]`` in ``[0, 1]`` for the images at ``index``."""
         return self.images[index].to(torch.float32) / self.max_value
+
+    def shift_names(self) -> list[str]:
+        """The image shift families that fit this data's channel count."""
+        from mitigate.data.shifts import shift_names
+
+        return shift_names(self.input_shape[0])
+
+    def batch(
+        self, index: Tensor | slice, shift: str | None = None, severity: int = 0, seed: int = 0
+    ) -> Tensor:
+        """``float32 [B, C, H, W]`` in ``[0, 1]`` for the images at ``index``, corrupted with
+        :func:`mitigate.data.shifts.apply_shift` when ``shift`` is given (``index`` is also
+        what the shift hashes)."""
+        x = self.float_batch(index)
+        if shift is None:
+            return x
+        from mitigate.data.base import as_index
+        from mitigate.data.shifts import apply_shift
+
+        return apply_shift(x, shift, severity, seed=seed, index=as_index(index, len(self)))

@@ -174,8 +174,12 @@ def _stratified(
 
 
 def _check_source(data: LabelledImages, what: str) -> None:
-    if not isinstance(data, LabelledImages):
-        raise MitigateError(f"{what} must be LabelledImages, got {type(data).__name__}")
+    from mitigate.data.text.dataset import LabelledText
+
+    if not isinstance(data, (LabelledImages, LabelledText)):
+        raise MitigateError(
+            f"{what} must be LabelledImages or LabelledText, got {type(data).__name__}"
+        )
     labels = data.labels
     if len(data) and (int(labels.min()) < 0 or int(labels.max()) >= data.num_classes):
         raise MitigateError(

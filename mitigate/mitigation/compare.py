@@ -22,6 +22,7 @@ from typing import Any
 
 from mitigate.config import Config, config_digest, config_to_dict
 from mitigate.errors import MitigateError, unknown_choice
+from mitigate.stats import mean_ci as _stats
 
 __all__ = ["Cell", "CompareResult", "compare", "plan_cells", "summarize_cells"]
 
@@ -276,21 +277,6 @@ def summarize_cells(config: Config, cells: list[dict[str, Any]]) -> dict[str, An
         else {k: best_held[k] for k in ("strategy", "selector", "budget")}
         | {"net_removal": best_held["held_out_shifts"]},
     }
-
-
-def _stats(values: list[float | None]) -> dict[str, Any]:
-    """Mean and a 95% t-interval half-width (``None`` with one value)."""
-    from scipy import stats
-
-    clean = [v for v in values if v is not None]
-    if not clean:
-        return {"mean": None, "ci95": None, "n": 0, "values": values}
-    mean = sum(clean) / len(clean)
-    if len(clean) < 2:
-        return {"mean": mean, "ci95": None, "n": 1, "values": values}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in clean) / (len(clean) - 1))
-    half = float(stats.t.ppf(0.975, len(clean) - 1)) * sd / math.sqrt(len(clean))
-    return {"mean": mean, "ci95": half, "n": len(clean), "values": values}
 
 
 def _noise(runs: list[dict[str, Any]], controls: dict, selector: str) -> str:

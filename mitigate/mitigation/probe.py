@@ -43,7 +43,7 @@ def selected_pool_inputs(
     Args:
         config: the run configuration (seed, shifts, ``eval.batch_size``).
         data: :class:`mitigate.pipeline.Data` from :func:`mitigate.pipeline.load_data`.
-        model: the full-precision model, ``[B, C, H, W] -> [B, classes]`` logits.
+        model: the full-precision model, ``[B, ...] -> [B, classes]`` logits.
         selector: a name from :func:`mitigate.selectors.score_names`.
         budget: a count, or a fraction of the whole pool (see
             :func:`mitigate.selectors.resolve_budget`).
@@ -52,7 +52,8 @@ def selected_pool_inputs(
         batch_size: scan batch size; defaults to ``config.eval.batch_size``.
 
     Returns:
-        ``x``: ``float [K, C, H, W]``, the picked inputs in pick order (highest score first);
+        ``x``: ``float [K, C, H, W]`` images or ``int64 [K, max_len]`` token ids, the picked
+        inputs in pick order (highest score first);
         ``y``: ``int64 [K]``, their true labels (only for strategies that may use labels);
         ``meta``: ``K`` pairs ``(group name, index in the pool split)``, for reports.
 
@@ -61,7 +62,6 @@ def selected_pool_inputs(
             bad budget.
     """
     from mitigate.data.evalset import iter_batches, split_seed
-    from mitigate.data.shifts import apply_shift
     from mitigate.pipeline import pool_groups
     from mitigate.selectors import SCORES, StreamingTopK, compute_score, resolve_budget
 
@@ -94,16 +94,12 @@ def selected_pool_inputs(
         model.train(was_training)
 
     picked = top.result()
-    x = torch.empty((len(picked), *pool.input_shape), dtype=torch.float32)
     group_of, index_of = picked // n, picked % n
+    x = pool.batch(index_of[:0]).new_empty((len(picked), *pool.input_shape))
     shift_seed = split_seed(config.seed, "pool")
     for g in group_of.unique().tolist():
         rows = (group_of == g).nonzero().flatten()
-        index = index_of[rows]
-        images = pool.float_batch(index)
         group = groups[g]
-        if group.shift is not None:
-            images = apply_shift(images, group.shift, group.severity, seed=shift_seed, index=index)
-        x[rows] = images
+        x[rows] = pool.batch(index_of[rows], group.shift, group.severity, seed=shift_seed)
     meta = [(groups[g].name, i) for g, i in zip(group_of.tolist(), index_of.tolist(), strict=True)]
     return x, pool.labels[index_of].clone(), meta

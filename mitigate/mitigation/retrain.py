@@ -55,7 +55,7 @@ def prepare_seed(
 ) -> Seeded:
     """Load data, get f0 (checkpoint, cache or training) and quantize it with the retrain scheme."""
     from mitigate.mitigation.strategies import parse_strategy
-    from mitigate.pipeline import base_model, calibration_inputs, load_data
+    from mitigate.pipeline import base_model, calibration_inputs, check_schemes, load_data
     from mitigate.quantization import parse_scheme, quantize
     from mitigate.selectors import SCORES
 
@@ -66,6 +66,7 @@ def prepare_seed(
         raise unknown_choice("selector", config.selection.selector, list(SCORES))
     scheme = parse_scheme(config.retrain.scheme)
     data = load_data(config)
+    check_schemes(config, data, [config.retrain.scheme])
     original, info = base_model(config, data, checkpoint=checkpoint, progress=progress)
     calibration = calibration_inputs(config, data)
     q0 = quantize(original, scheme, calibration)
@@ -249,7 +250,7 @@ def _selection_summary(seeded: Seeded, selected: Any) -> dict[str, Any]:
 def _deployment(seeded: Seeded, quantized: nn.Module) -> dict[str, Any]:
     from mitigate.mitigation.deployment import deployment_cost
 
-    example = seeded.data.splits.test.float_batch(slice(0, 64))
+    example = seeded.data.splits.test.batch(slice(0, 64))
     return deployment_cost(
         seeded.original, {"q0": seeded.q0, "q1": quantized}, example, reference="q0"
     )

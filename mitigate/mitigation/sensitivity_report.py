@@ -119,13 +119,21 @@ def _check_layers_before_training(config: Config, data: Any, scheme: Any) -> Non
 
     from mitigate.mitigation._measure import check_float_layers, weighted_layers
     from mitigate.models import build_model
+    from mitigate.pipeline import model_inputs
+    from mitigate.quantization import check_supported
 
-    c, h, w = data.input_shape
     with torch.random.fork_rng():  # leave the global RNG as training expects it
-        blank = build_model(
-            config.model.arch, in_channels=c, image_size=(h, w), num_classes=len(data.classes)
-        )
-    check_float_layers(scheme.float_layers, weighted_layers(blank, torch.zeros(1, c, h, w)))
+        blank = build_model(config.model.arch, **model_inputs(config, data))
+    try:
+        check_supported(blank, scheme)  # static int8 refuses LSTM / GRU models
+    except MitigateError as err:
+        raise MitigateError(
+            f"sensitivity ranks layers under static int8, which does not apply to "
+            f"{config.model.arch!r} ({err}); measure its schemes with mitigate evaluate"
+        ) from None
+    check_float_layers(
+        scheme.float_layers, weighted_layers(blank, torch.zeros(1, *data.input_shape))
+    )
 
 
 def write_sensitivity(report: dict[str, Any], out: str | Path) -> list[Path]:

@@ -13,6 +13,8 @@ recalibrate     no      no      redo PTQ calibration with the selected inputs ad
 finetune        yes     yes     the study's recipe: fine-tune the FP model on training data
                                 plus the selected inputs with their true labels, re-quantize
 qat             yes     yes     fine-tune with fake quantization on the same data, convert
+                                (int8-dynamic / int4-weight: weight rounding only, see
+                                :mod:`mitigate.trainers.qat`; how LSTM/GRU models get QAT)
 distill         no      yes     QAT fine-tuning that matches f0's outputs (temperature T) on
                                 training inputs plus the selected ones; no labels
 settings        no      no      search engine / activation range / per-channel / observer,
@@ -52,7 +54,7 @@ class Selected:
     """The pool inputs a selector picked.
 
     Attributes:
-        x: ``float [K, C, H, W]``.
+        x: ``float [K, C, H, W]`` images or ``int64 [K, max_len]`` token ids.
         y: ``int64 [K]`` true labels, read only by strategies that use labels (a labeller).
         meta: ``K`` pairs (pool group name, index in the pool split).
     """
@@ -80,7 +82,7 @@ class Context:
     Attributes:
         config: the run configuration (``retrain`` and ``train`` sections drive the steps).
         original: f0, the FP model the user validated; the reference of every count.
-        train: the labelled training split (``LabelledImages``).
+        train: the labelled training split (a ``LabelledData``: images or texts).
         selected: the selected pool inputs (the budget).
         probe: unlabelled pool inputs, picked by the same selector, that ``settings`` and
             ``fallback`` score candidates on (``retrain.probe_size`` of them).
@@ -137,11 +139,13 @@ def _none(ctx: Context, state: State) -> State:
 
 
 def _recalibrate(ctx: Context, state: State) -> State:
-    from mitigate.quantization import quantize
+    from mitigate.quantization import Int8Static, quantize
 
     calibration = torch.cat([state.calibration, ctx.selected.x])
     quantized = quantize(state.fp_model, state.scheme, calibration)
     notes = {"calibration_inputs": len(calibration), "added": len(ctx.selected)}
+    if not isinstance(state.scheme, Int8Static):  # say it, rather than report a silent no-op
+        notes["scheme_uses_calibration"] = False
     return dataclasses.replace(state, quantized=quantized, calibration=calibration, notes=notes)
 
 
@@ -150,7 +154,7 @@ def _labelled_loader(ctx: Context) -> DataLoader:
     carry ``train.selected_weight`` as per-sample loss weight."""
     train = ctx.train
     weight = ctx.config.train.selected_weight
-    x = torch.cat([train.float_batch(slice(None)), ctx.selected.x])
+    x = torch.cat([train.batch(slice(None)), ctx.selected.x])
     y = torch.cat([train.labels, ctx.selected.y])
     w = torch.cat([torch.ones(len(train)), torch.full((len(ctx.selected),), float(weight))])
     return _loader(ctx, TensorDataset(x, y, w))
@@ -161,7 +165,7 @@ def _unlabelled_loader(ctx: Context) -> DataLoader:
     placeholder label is never read; the weight gives the selected inputs
     ``train.selected_weight``)."""
     train, k = ctx.train, len(ctx.selected)
-    x = torch.cat([train.float_batch(slice(None)), ctx.selected.x])
+    x = torch.cat([train.batch(slice(None)), ctx.selected.x])
     placeholder = torch.full((len(x),), -1, dtype=torch.long)
     weight = float(ctx.config.train.selected_weight)
     w = torch.cat([torch.ones(len(train)), torch.full((k,), weight)])
@@ -201,9 +205,17 @@ def _train(ctx: Context, state: State, method: str, labelled: bool, qat: bool) -
     quantized = (
         trained.quantized() if qat else quantize(trained.model, state.scheme, state.calibration)
     )
+    from mitigate.quantization import Int8Static
+
     notes = {
         "method": method,
         "qat": qat,
+        # What the fake quantization simulated: a recurrent model gets weight rounding only.
+        "fake_quant": (
+            ("weights and activations" if isinstance(state.scheme, Int8Static) else "weights")
+            if qat
+            else None
+        ),
         "epochs": ctx.config.retrain.epochs,
         "lr": ctx.config.retrain.lr,
         "training_inputs": len(ctx.train) + len(ctx.selected),
@@ -224,12 +236,12 @@ def _finetune(ctx: Context, state: State) -> State:
 
 
 def _qat(ctx: Context, state: State) -> State:
-    _require_static(state.scheme, "qat")
+    _require_qat(state.scheme, "qat")
     return _train(ctx, state, "qat", labelled=True, qat=True)
 
 
 def _distill(ctx: Context, state: State) -> State:
-    _require_static(state.scheme, "distill")
+    _require_qat(state.scheme, "distill")
     return _train(ctx, state, "distill", labelled=False, qat=True)
 
 
@@ -277,6 +289,21 @@ def _require_static(scheme: Any, strategy: str) -> None:
             f"strategy {strategy!r} needs a static int8 scheme (int8[:options]); "
             f"got {scheme_label(scheme)!r}"
         )
+
+
+def _require_qat(scheme: Any, strategy: str) -> None:
+    """qat and distill train with fake quantization: static int8 (torch.ao), or the weight
+    rounding of int8-dynamic / int4-weight (the only kind LSTM and GRU models can get)."""
+    from mitigate.quantization import scheme_label
+    from mitigate.trainers.qat import qat_scheme
+
+    try:
+        qat_scheme(scheme)
+    except MitigateError:
+        raise MitigateError(
+            f"strategy {strategy!r} trains with fake quantization for int8[:options], "
+            f"int8-dynamic or int4-weight; got {scheme_label(scheme)!r}"
+        ) from None
 
 
 def _require_probe(ctx: Context, strategy: str) -> None:

@@ -6,6 +6,8 @@ rebuild it without the caller repeating them.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import nn
 
 __all__ = ["ZooModel", "conv_out_size"]
@@ -16,11 +18,14 @@ class ZooModel(nn.Module):
 
     Attributes:
         arch: registry name, e.g. ``"lenet5"`` (a class attribute of each subclass).
-        input_shape: ``(C, H, W)`` of one input image.
+        modality: ``"image"`` (input ``[N, C, H, W]``) or ``"text"`` (token ids
+            ``[N, L]``; see :class:`mitigate.models.recurrent.RecurrentClassifier`).
+        input_shape: ``(C, H, W)`` of one input image (``(L,)`` for text models).
         num_classes: number of output logits.
     """
 
     arch: str = ""
+    modality: ClassVar[str] = "image"
 
     def __init__(self, in_channels: int, image_size: tuple[int, int], num_classes: int) -> None:
         super().__init__()

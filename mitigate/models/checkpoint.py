@@ -6,6 +6,9 @@ File layout (one ``torch.save`` of plain data)::
      "meta": {"arch": str, "input_shape": [C, H, W], "num_classes": int, ...caller's keys},
      "state_dict": {name: tensor}}
 
+A text model (``lstm``, ``gru``) records ``input_shape`` ``[L]`` and ``vocab_size``; the
+pipeline adds its ``vocabulary`` (a list of token strings) and ``max_len``, all plain data.
+
 Loading uses ``torch.load(weights_only=True)``: a file that holds anything beyond tensors
 and plain containers is refused before any of its code can run, so a checkpoint from a
 stranger is safe to open. Writes go to a temporary file in the same folder and are renamed
@@ -29,7 +32,7 @@ from torch import nn
 
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.models.base import ZooModel
-from mitigate.models.registry import build_model, model_names
+from mitigate.models.registry import build_model, model_modality, model_names
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
 
@@ -115,12 +118,9 @@ def load_checkpoint(
         raise MitigateError(
             f"checkpoint {path} holds a {arch}, the config asks for {expected_arch}"
         )
-    c, h, w = meta["input_shape"]
     try:
         with torch.random.fork_rng(devices=[]):
-            model = build_model(
-                arch, in_channels=c, image_size=(h, w), num_classes=meta["num_classes"]
-            )
+            model = build_model(arch, num_classes=meta["num_classes"], **_shape_args(meta))
     except MitigateError as err:
         raise MitigateError(f"checkpoint {path} has unusable meta: {err}") from None
     _check_fits(path, model, state, meta)
@@ -139,6 +139,8 @@ def _meta_for(model: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
             "input_shape": list(model.input_shape),
             "num_classes": model.num_classes,
         }
+        if hasattr(model, "vocab_size"):
+            own["vocab_size"] = model.vocab_size
         for key, value in own.items():
             if key in full and full[key] != value:
                 raise MitigateError(
@@ -178,18 +180,32 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
+def _shape_args(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`build_model` keywords for the input shape a (checked) meta records."""
+    if model_modality(meta["arch"]) == "text":
+        return {"vocab_size": meta["vocab_size"], "seq_len": meta["input_shape"][0]}
+    c, h, w = meta["input_shape"]
+    return {"in_channels": c, "image_size": (h, w)}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_arch_meta(meta: Mapping[str, Any], *, where: str) -> None:
     arch, shape, classes = meta["arch"], meta["input_shape"], meta["num_classes"]
     if arch not in model_names():
         raise MitigateError(f"{where}: {unknown_choice('model', arch, model_names())}")
-    if not (
-        isinstance(shape, list)
-        and len(shape) == 3
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in shape)
-    ):
-        raise MitigateError(f"{where}: input_shape must be [C, H, W] integers, got {shape!r}")
-    if not isinstance(classes, int) or isinstance(classes, bool):
+    text = model_modality(arch) == "text"
+    rank, layout = (1, "[L]") if text else (3, "[C, H, W]")
+    if not (isinstance(shape, list) and len(shape) == rank and all(map(_is_int, shape))):
+        raise MitigateError(f"{where}: input_shape must be {layout} integers, got {shape!r}")
+    if not _is_int(classes):
         raise MitigateError(f"{where}: num_classes must be an integer, got {classes!r}")
+    if text and not _is_int(meta.get("vocab_size")):
+        raise MitigateError(
+            f"{where}: a {arch} needs vocab_size (an integer), got {meta.get('vocab_size')!r}"
+        )
 
 
 def _atomic_save(path: Path, payload: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ from mitigate._lazy import lazy_exports
 
 _EXPORTS = {
     "QuantizedModel": ".api",
+    "RECURRENT_SCHEMES": ".api",
+    "check_supported": ".api",
     "quantize": ".api",
     **{
         name: ".schemes"

@@ -23,7 +23,10 @@ from mitigate.quantization.schemes import (
 )
 from mitigate.quantization.weight_only import quantize_weights
 
-__all__ = ["QuantizedModel", "quantize"]
+__all__ = ["RECURRENT_SCHEMES", "QuantizedModel", "check_supported", "quantize"]
+
+#: The schemes that can quantize a model holding LSTM or GRU layers.
+RECURRENT_SCHEMES = ("int8-dynamic", "fp16", "bf16", "int4-weight")
 
 
 class QuantizedModel(nn.Module):
@@ -31,8 +34,9 @@ class QuantizedModel(nn.Module):
 
     It selects the quantized engine its weights were packed for (a qnnpack-packed model fails
     under the x86 engine), turns off torch's deterministic mode for the call (quantized ops
-    refuse to run under it, and Lightning's ``deterministic=True`` leaves it on), casts inputs
-    to the model's dtype, and silences torch.ao's deprecation warnings.
+    refuse to run under it, and Lightning's ``deterministic=True`` leaves it on), casts float
+    inputs to the model's dtype (integer token ids pass unchanged), and silences torch.ao's
+    deprecation warnings.
 
     Attributes:
         inner: the backend module (an FX ``GraphModule`` for int8, a plain module otherwise).
@@ -52,7 +56,7 @@ class QuantizedModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.engine is None:
-            return self.inner(x.to(self.input_dtype)).float()
+            return self.inner(x.to(self.input_dtype) if x.is_floating_point() else x).float()
         previous_engine = torch.backends.quantized.engine
         deterministic = torch.are_deterministic_algorithms_enabled()
         try:
@@ -108,12 +112,43 @@ def quantize(
             model.train(was_training)
 
 
+def check_supported(model: nn.Module, scheme: Scheme | str) -> None:
+    """Raise a one-line :class:`MitigateError` when ``scheme`` cannot quantize ``model``.
+
+    Static int8 cannot quantize LSTM or GRU layers: torch.ao has no static quantized GRU,
+    FX would leave it in float without a word, and its static LSTM path (swapping in
+    ``torch.ao.nn.quantizable.LSTM``) fails at run time on CPU in torch 2.13. The study this
+    project follows could not build full-integer LSTM/GRU models either.
+
+    Example:
+        >>> lstm = nn.Sequential(nn.Embedding(10, 4), nn.LSTM(4, 4))
+        >>> check_supported(lstm, "int8-dynamic")
+        >>> try:
+        ...     check_supported(lstm, "int8")
+        ... except MitigateError as err:
+        ...     print(str(err)[:50])
+        static int8 cannot quantize recurrent layers (LSTM
+    """
+    if isinstance(scheme, str):
+        scheme = parse_scheme(scheme)
+    if not isinstance(scheme, Int8Static):
+        return
+    recurrent = [name for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+    if recurrent:
+        kind = type(model.get_submodule(recurrent[0])).__name__
+        raise MitigateError(
+            f"static int8 cannot quantize recurrent layers ({kind} {recurrent[0]}); for "
+            f"recurrent models use one of: {', '.join(RECURRENT_SCHEMES)}"
+        )
+
+
 def _quantize(
     model: nn.Module,
     scheme: Scheme,
     calibration: Tensor | Iterable[Tensor] | None,
     batch_size: int,
 ) -> QuantizedModel:
+    check_supported(model, scheme)
     if isinstance(scheme, Int8Static):
         return QuantizedModel(
             _static(model, scheme, calibration, batch_size), scheme, torch.float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
@@ -58,26 +59,45 @@ def compare_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def compare_table(report: dict[str, Any]) -> Table:
+    """The compare rows for an 80-column terminal: a strategy that trained on the selected
+    inputs' labels is marked ``*`` (instead of a labels column), and each value wraps at its
+    ``±`` rather than being cut short."""
     seeds = len(report["seeds"])
     table = Table(
         title=f"Net removal of {report['scheme']} disagreements vs the original FP model, "
         f"mean ±95% CI over {seeds} seed{'s' if seeds > 1 else ''}",
         title_justify="left",
-        caption="noise: not distinguishable from its noise floor (the control, or zero); "
-        "floor: the noise floor itself",
+        caption="* uses the selected inputs' labels.  noise: not distinguishable from its "
+        "noise floor (the control, or zero); floor: the noise floor itself",
         caption_justify="left",
         show_edge=False,
         pad_edge=False,
     )
-    for i, column in enumerate(HEADER):
-        table.add_column(column, justify="left" if i < 4 or i == 8 else "right", no_wrap=True)
-    for row in compare_rows(report):
+    rows = [
+        [row[0] + (" *" if row[3] == "yes" else ""), *row[1:3], *row[4:]]
+        for row in compare_rows(report)
+    ]
+    header = [*HEADER[:3], *HEADER[4:]]
+    for i, column in enumerate(header):
+        if i < 3:  # names and budgets stay whole; the values wrap instead
+            width = max([len(column)] + [len(row[i]) for row in rows])
+            table.add_column(column, no_wrap=True, min_width=width)
+        else:
+            table.add_column(
+                "\n".join(column.rsplit(" ", 1)),
+                justify="right" if i < len(header) - 1 else "left",
+                overflow="fold",
+                min_width=5,
+            )
+    for row in rows:
         table.add_row(*row)
     return table
 
 
-def compare_markdown(report: dict[str, Any]) -> str:
-    from mitigate.reports.markdown import md_table, provenance
+def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
+    """``report.md`` of ``mitigate compare``: the table, the best row on held-out shifts, the
+    plots and the provenance."""
+    from mitigate.reports.markdown import md_plots, md_table, provenance
 
     best = report.get("best_on_held_out")
     lines = [
@@ -96,5 +116,7 @@ def compare_markdown(report: dict[str, Any]) -> str:
             f"(selector {best['selector']}, budget {best['budget']}): {_ci(best['net_removal'])}.",
             "",
         ]
+    if plots:
+        lines += ["## Plots", "", md_plots(plots), ""]
     lines += [provenance(report), ""]
     return "\n".join(lines)

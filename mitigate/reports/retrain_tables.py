@@ -5,6 +5,7 @@ The same rows feed the terminal (rich) and ``report.md`` (Markdown), so both sho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
@@ -114,7 +115,12 @@ def headline(report: dict[str, Any]) -> list[str]:
 def _table(title: str, header: tuple[str, ...], rows: list[list[str]]) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i == 0 else "right", no_wrap=True)
+        # Two-word headers take two lines, so eight columns fit an 80-column terminal.
+        table.add_column(
+            "\n".join(column.rsplit(" ", 1)) if i else column,
+            justify="left" if i == 0 else "right",
+            no_wrap=True,
+        )
     for row in rows:
         table.add_row(*row)
     return table
@@ -127,9 +133,10 @@ def retrain_tables(report: dict[str, Any]) -> list[Any]:
     ]
 
 
-def retrain_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: the headline, both tables, the worst groups, and the provenance."""
-    from mitigate.reports.markdown import md_table, provenance
+def retrain_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
+    """``report.md``: the headline, the plots, both tables, the worst groups, and the
+    provenance."""
+    from mitigate.reports.markdown import md_plots, md_table, provenance
 
     worst = report["worst_group"]
     worst_rows = [
@@ -147,6 +154,7 @@ def retrain_markdown(report: dict[str, Any]) -> str:
         "",
         *[f"- {line}" for line in headline(report)],
         "",
+        *(["## Plots", "", md_plots(plots), ""] if plots else []),
         "## Disagreements with the original FP model f0",
         "",
         "before = q0≠f0, after = q1≠f0; before − removed + introduced = after.",

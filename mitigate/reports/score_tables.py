@@ -7,11 +7,12 @@ out. One section per scheme, scores sorted by AUROC; seven columns fit an 80-col
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
 
-__all__ = ["score_table", "winner_lines"]
+__all__ = ["score_markdown", "score_rows", "score_table", "winner_lines"]
 
 _UNDEFINED = "-"
 
@@ -107,3 +108,54 @@ def _no_winner(report: dict[str, Any], scheme: str) -> str:
     if all(r["score"] in ("oracle", "random") for r in rows):
         return f"{scheme}: only oracle and random were scored; nothing to rank"
     return f"{scheme}: too few disagreements ({positives}) to rank the scores"
+
+
+def score_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per scheme x score (scores sorted by AUROC within a scheme)."""
+    standard = report["protocol"] == "standard"
+    k = _budget_label(report)[0] if standard else ""
+    extra = [f"P@{k}", f"R@{k}"] if standard else ["n"]
+    header = ["scheme", "score", "disagree", "AUROC", "AUPR", "TNR@95", *extra]
+    rows = []
+    for scheme in report["schemes"]:
+        for row in sorted((r for r in report["results"] if r["scheme"] == scheme), key=_auroc_key):
+            cells = [_num(row["auroc"]), _num(row["aupr"]), _num(row["tnr_at_95tpr"])]
+            if standard:
+                cells += [_num(row["precision_at_budget"]), _num(row["recall_at_budget"])]
+            else:
+                cells.append(str(row["n"]))
+            rows.append([scheme, row["score"], f"{row['positives']:,}", *cells])
+    return header, rows
+
+
+def score_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
+    """``report.md`` of ``mitigate score``: the winners, the plots, the metrics table and the
+    provenance."""
+    from mitigate.reports.markdown import md_plots, md_table, provenance
+
+    standard = report["protocol"] == "standard"
+    split = report.get("split", "pool")
+    protocol = f"budget {_budget_label(report)[1]}" if standard else "paper protocol"
+    parts = [
+        "# mitigate score",
+        "",
+        f"How well each score finds the inputs on which a quantized copy disagrees with the FP "
+        f"model ({report['n']:,} {split} inputs, {protocol}). oracle knows the true "
+        "disagreements (upper bound); random is the baseline.",
+        "",
+        *[f"- {line}" for line in winner_lines(report)],
+        "",
+    ]
+    if plots:
+        parts += ["## Plots", "", md_plots(plots), ""]
+    parts += ["## Detector metrics", "", md_table(*score_rows(report)), ""]
+    if standard:
+        k = _budget_label(report)[0]
+        parts += [
+            f"P@{k}: share of the {k} selected inputs that disagree; R@{k}: share of the "
+            "disagreements they catch; TNR@95: agreeing inputs left out when 95% of the "
+            "disagreements are caught.",
+            "",
+        ]
+    parts += [provenance(report), ""]
+    return "\n".join(parts)

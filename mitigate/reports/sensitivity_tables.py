@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
 
-__all__ = ["sensitivity_summary", "sensitivity_table"]
+__all__ = [
+    "sensitivity_markdown",
+    "sensitivity_rows",
+    "sensitivity_summary",
+    "sensitivity_table",
+]
+
+HEADER = ("#", "layer", "type", "params", "MACs", "alone", "in float", "removes")
 
 
 def _pct(share: float) -> str:
@@ -42,10 +50,17 @@ def sensitivity_table(report: dict[str, Any]) -> Table:
     table.add_column("#", justify="right")
     table.add_column("layer", style="bold", overflow="fold")
     table.add_column("type", no_wrap=True)
-    for name in ("params", "MACs", "alone", "in float", "removes"):
+    for name in HEADER[3:]:
         table.add_column(name, justify="right", no_wrap=True)
-    for row in report["layers"]:
-        table.add_row(
+    for row in sensitivity_rows(report):
+        table.add_row(*row)
+    return table
+
+
+def sensitivity_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per layer, in rank order (see :func:`sensitivity_table` for the columns)."""
+    return [
+        [
             str(row["rank"]),
             row["name"],
             row["type"],
@@ -54,8 +69,9 @@ def sensitivity_table(report: dict[str, Any]) -> Table:
             _count(row["disagreements_alone"]),
             _count(row["disagreements_without"]),
             _count(row["removed_by_float"]),
-        )
-    return table
+        ]
+        for row in report["layers"]
+    ]
 
 
 def sensitivity_summary(report: dict[str, Any]) -> str:
@@ -67,3 +83,33 @@ def sensitivity_summary(report: dict[str, Any]) -> str:
         f"(pool: {probe['pool_size']} inputs)\n"
         f"every module in float: {d['every_module_in_float']} (functional ops stay int8)"
     )
+
+
+def sensitivity_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
+    """``report.md`` of ``mitigate sensitivity``: summary, plot, ranked layers, provenance."""
+    from mitigate.reports.markdown import md_plots, md_table, provenance
+
+    probe = report["probe"]
+    parts = [
+        f"# mitigate sensitivity: {report['scheme']}",
+        "",
+        f"Layers ranked by the disagreements that keeping them in float removes, counted on "
+        f"{probe['size']} pool inputs picked by {probe['selector']} (no labels needed).",
+        "",
+        *[f"- {line}" for line in sensitivity_summary(report).splitlines()],
+        "",
+    ]
+    if plots:
+        parts += ["## Plots", "", md_plots(plots), ""]
+    parts += [
+        "## Layers",
+        "",
+        md_table(HEADER, sensitivity_rows(report)),
+        "",
+        "alone: only this layer (and functional ops) in int8; in float: every other layer in "
+        "int8; removes: the all-int8 count minus 'in float'.",
+        "",
+        provenance(report),
+        "",
+    ]
+    return "\n".join(parts)

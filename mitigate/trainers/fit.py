@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mitigate.data.images import LabelledImages
+from mitigate.data.base import LabelledData
 from mitigate.errors import MitigateError
 from mitigate.trainers.module import ClassifierModule
 
@@ -43,20 +43,21 @@ def quiet_lightning() -> Iterator[None]:
 
 
 def images_loader(
-    data: LabelledImages,
+    data: LabelledData,
     *,
     batch_size: int,
     shuffle: bool,
     seed: int,
     weights: Tensor | None = None,
 ) -> DataLoader:
-    """A DataLoader of ``(float image [B, C, H, W], label [B])`` with its own seeded shuffling
-    generator, or of ``(image, label, weight [B])`` when per-sample ``weights: [N]`` are given.
+    """A DataLoader of ``(input, label [B])`` with its own seeded shuffling generator, or of
+    ``(input, label, weight [B])`` when per-sample ``weights: [N]`` are given. Inputs are what
+    ``data.batch`` makes: float images ``[B, C, H, W]`` or token ids ``int64 [B, max_len]``.
 
     Raises:
         MitigateError: weights of the wrong length, negative or not finite, or all zero.
     """
-    tensors = [data.float_batch(slice(None)), data.labels]
+    tensors = [data.batch(slice(None)), data.labels]
     if weights is not None:
         weights = torch.as_tensor(weights, dtype=torch.float32).flatten()
         if len(weights) != len(data):

@@ -99,12 +99,22 @@ def _standard(module: ClassifierModule, x: Tensor, y: Tensor, w: Tensor | None) 
     return cross_entropy(module.model(x), y, w)
 
 
+def _needs_float(method: str, x: Tensor) -> None:
+    if not x.is_floating_point():
+        raise MitigateError(
+            f"training method {method!r} perturbs float inputs; {x.dtype} inputs (token ids "
+            "of a text model) cannot be perturbed: use standard, qat or distill"
+        )
+
+
 def _mixup(module: ClassifierModule, x: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
+    _needs_float("mixup", x)
     lam, perm = sample_mixup(len(x), module.options.mixup_alpha)
     return mixup_cross_entropy(module.model(mix_inputs(x, lam, perm)), y, lam, perm, w)
 
 
 def _adversarial(module: ClassifierModule, x: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
+    _needs_float("adversarial", x)
     o = module.options
     adv = pgd_attack(
         module.model, x, y, eps=o.adv_eps, steps=o.adv_steps, step_size=o.adv_step_size

@@ -10,6 +10,17 @@
 Nothing here rewrites a model's ``forward`` or converts at the end of a fit (why Lightning
 removed its own QAT callback in 2.0).
 
+Two kinds of QAT, chosen by the scheme:
+
+- static ``int8`` (torch.ao FX): fake quantization of weights *and* activations, conv-bn
+  fusion; the converted model is a real int8 model.
+- ``int8-dynamic`` and ``int4-weight`` (ours): :class:`WeightQAT` trains the float weights
+  through the scheme's weight rounding with a straight-through gradient; activations stay
+  float (``int8-dynamic`` quantizes them per batch at inference, which training does not
+  simulate). "Converting" quantizes the trained float model with the scheme. This is the
+  QAT that LSTM and GRU models get: torch.ao has no fake-quantized recurrent modules, and
+  static int8 cannot quantize them at all.
+
 Example:
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
@@ -35,11 +46,20 @@ from torch import Tensor, nn
 from mitigate.errors import MitigateError
 from mitigate.quantization import static
 from mitigate.quantization._quiet import quiet_backend
-from mitigate.quantization.api import QuantizedModel
-from mitigate.quantization.schemes import Int8Static, Scheme, parse_scheme, scheme_label
+from mitigate.quantization.api import QuantizedModel, check_supported, quantize
+from mitigate.quantization.schemes import (
+    Int4Weight,
+    Int8Dynamic,
+    Int8Static,
+    Scheme,
+    parse_scheme,
+    scheme_label,
+)
+from mitigate.quantization.weight_only import weight_rounding
 
 __all__ = [
     "FreezeQAT",
+    "WeightQAT",
     "convert_qat",
     "extract_float",
     "freeze_batchnorm",
@@ -51,30 +71,89 @@ __all__ = [
 ]
 
 
-def qat_scheme(scheme: Scheme | str) -> Int8Static:
-    """The scheme as an :class:`Int8Static`; QAT trains for static int8 only."""
+QATScheme = Int8Static | Int8Dynamic | Int4Weight
+
+
+def qat_scheme(scheme: Scheme | str) -> QATScheme:
+    """The scheme, if QAT can train for it: static int8 (torch.ao FX), or the weight-quantized
+    ``int8-dynamic`` and ``int4-weight`` (:class:`WeightQAT`)."""
     parsed = parse_scheme(scheme) if isinstance(scheme, str) else scheme
-    if not isinstance(parsed, Int8Static):
+    if not isinstance(parsed, (Int8Static, Int8Dynamic, Int4Weight)):
         raise MitigateError(
-            f"QAT trains for static int8 schemes (int8, int8:engine=qnnpack, ...); "
-            f"got {scheme_label(parsed)!r}"
+            f"QAT trains for static int8 schemes (int8, int8:engine=qnnpack, ...) and for the "
+            f"weight-quantized int8-dynamic and int4-weight; got {scheme_label(parsed)!r}"
         )
     return parsed
+
+
+class WeightQAT(nn.Module):
+    """QAT for weight-quantized schemes: ``model``'s weights pass through the scheme's
+    rounding in every forward, with a straight-through gradient to the float weights.
+
+    ``model`` itself keeps float weights and its own ``forward`` (the rounded weights are
+    swapped in with ``torch.func.functional_call``), so the trained float model is
+    ``wrapper.model``, in the original architecture. Works for LSTM and GRU layers.
+
+    Attributes:
+        model: the float model being trained.
+        scheme: ``Int8Dynamic`` or ``Int4Weight``.
+        names: the qualified weight names that are rounded.
+
+    Example:
+        >>> net = nn.Sequential(nn.Embedding(20, 8), nn.GRU(8, 8, batch_first=True))
+        >>> qat = WeightQAT(net, Int8Dynamic())
+        >>> qat.names
+        ['1.weight_ih_l0', '1.weight_hh_l0']
+    """
+
+    def __init__(self, model: nn.Module, scheme: Int8Dynamic | Int4Weight) -> None:
+        super().__init__()
+        self.model = model
+        self.scheme = scheme
+        self.names, self._rounding = weight_rounding(model, scheme)
+
+    def rounded_weights(self) -> dict[str, Tensor]:
+        """Name -> rounded weight (straight-through: the gradient flows to the float one)."""
+        params = dict(self.model.named_parameters())
+        return {n: params[n] + (self._rounding(params[n]) - params[n]).detach() for n in self.names}
+
+    def forward(self, x: Tensor) -> Tensor:
+        from torch.func import functional_call
+
+        return functional_call(self.model, self.rounded_weights(), (x,))
 
 
 def prepare_qat_model(model: nn.Module, scheme: Scheme | str, example: Tensor) -> nn.Module:
     """A fake-quantized copy of ``model`` in train mode, ready to fine-tune; ``model`` is kept.
 
     Args:
-        model: a float classifier that torch.fx can trace.
-        scheme: a static int8 scheme (object or name such as ``"int8:engine=qnnpack"``).
-        example: one example input ``[1, C, H, W]`` (only its shape and dtype matter).
+        model: a float classifier; for static int8 one that torch.fx can trace.
+        scheme: a static int8 scheme (object or name such as ``"int8:engine=qnnpack"``), or
+            ``int8-dynamic`` / ``int4-weight`` (weight rounding only, see :class:`WeightQAT`).
+        example: one example input ``[1, ...]`` (only its shape and dtype matter).
 
     Returns:
-        A ``torch.fx.GraphModule``: conv-bn(-relu) chains fused into QAT modules (their
-        batch norm kept as a ``.bn`` child), fake-quantize modules on weights and activations.
+        Static int8: a ``torch.fx.GraphModule`` with conv-bn(-relu) chains fused into QAT
+        modules (their batch norm kept as a ``.bn`` child) and fake-quantize modules on
+        weights and activations. Otherwise a :class:`WeightQAT` around a copy of ``model``.
+
+    Raises:
+        MitigateError: a scheme QAT cannot train for, static int8 on a recurrent model, or an
+            unknown float layer.
     """
     scheme = qat_scheme(scheme)
+    if not isinstance(scheme, Int8Static):
+        was_training = model.training
+        try:
+            return WeightQAT(copy.deepcopy(model).train(), scheme)
+        finally:
+            model.train(was_training)
+    try:
+        check_supported(model, scheme)
+    except MitigateError as err:
+        raise MitigateError(
+            f"{err}; QAT for such a model trains for int8-dynamic or int4-weight (train.qat_scheme)"
+        ) from None
     known = dict(model.named_modules())
     for name in scheme.float_layers:
         if not name or name not in known:
@@ -90,8 +169,9 @@ def prepare_qat_model(model: nn.Module, scheme: Scheme | str, example: Tensor) -
 
 
 def is_qat_prepared(model: nn.Module) -> bool:
-    """Whether ``model`` holds fake-quantize modules (came from :func:`prepare_qat_model`)."""
-    return bool(_fake_quantizers(model))
+    """Whether ``model`` came from :func:`prepare_qat_model` (holds fake-quantize modules or
+    is a :class:`WeightQAT`)."""
+    return isinstance(model, WeightQAT) or bool(_fake_quantizers(model))
 
 
 def convert_qat(prepared: nn.Module, scheme: Scheme | str) -> QuantizedModel:
@@ -106,6 +186,8 @@ def convert_qat(prepared: nn.Module, scheme: Scheme | str) -> QuantizedModel:
         raise MitigateError(
             "convert_qat needs a model from prepare_qat_model (it holds no fake-quantize modules)"
         )
+    if isinstance(prepared, WeightQAT):
+        return quantize(prepared.model, scheme)
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         torch.use_deterministic_algorithms(False)
@@ -127,6 +209,10 @@ def extract_float(prepared: nn.Module, original: nn.Module) -> nn.Module:
         MitigateError: ``prepared`` does not hold a weight of ``original`` (not prepared from
             this architecture).
     """
+    if isinstance(prepared, WeightQAT):  # the float weights themselves, under the same names
+        target = copy.deepcopy(original)
+        target.load_state_dict(prepared.model.state_dict(), strict=True)
+        return target.train(original.training)
     owners = _fused_batchnorm_owners(original)
     source = prepared.state_dict()
     target = copy.deepcopy(original)

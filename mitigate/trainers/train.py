@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from mitigate.config import TrainConfig
 from mitigate.errors import MitigateError
 from mitigate.quantization.api import QuantizedModel
-from mitigate.quantization.schemes import Int8Static
+from mitigate.quantization.schemes import Scheme
 from mitigate.trainers.fit import fit
 from mitigate.trainers.methods import MethodOptions, get_method
 from mitigate.trainers.module import ClassifierModule
@@ -53,16 +53,17 @@ class Trained:
             scheme or to save with ``save_checkpoint``).
         method: the training method's name.
         prepared: the trained QAT-prepared (fake-quant) model, or ``None``.
-        scheme: the int8 scheme the QAT model was trained for, or ``None``.
+        scheme: the scheme the QAT model was trained for (static int8, or int8-dynamic /
+            int4-weight for weight-rounding QAT), or ``None``.
     """
 
     model: nn.Module
     method: str
     prepared: nn.Module | None = None
-    scheme: Int8Static | None = None
+    scheme: Scheme | None = None
 
     def quantized(self) -> QuantizedModel:
-        """The int8 model converted from the QAT-trained model (a copy; nothing changes)."""
+        """The quantized model converted from the QAT-trained model (a copy; nothing changes)."""
         if self.prepared is None or self.scheme is None:
             raise MitigateError(
                 f"a model trained with {self.method!r} has no QAT model to convert; "

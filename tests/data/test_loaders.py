@@ -424,7 +424,8 @@ def test_npz_refuses_pickled_objects_and_non_npz(tmp_path: Path) -> None:
 
 
 def test_registry(tmp_path: Path) -> None:
-    assert set(DATASETS) == {"digits", "mnist", "fashion-mnist", "cifar10", "npz"}
+    images = {"digits", "mnist", "fashion-mnist", "cifar10", "npz"}
+    assert set(DATASETS) == images | {"tweets", "tweets-airline", "imdb", "text-csv"}
     data, test = load_dataset("digits")
     assert len(data) == 1797 and test is None
     write_mnist(tmp_path, gz=True)

@@ -21,6 +21,7 @@ __all__ = [
     "check_positive_int",
     "cpu_copy",
     "eval_mode",
+    "is_inputs",
     "resolve_model",
     "unpack_batch",
 ]
@@ -32,6 +33,18 @@ LightningModule, or ``None`` for ``pl_module.model`` when that is a module, else
 
 UnpackBatch = Callable[[Any], tuple[Tensor, Tensor | None]]
 """``batch -> (inputs [B, ...], labels [B] or None)``."""
+
+
+def is_inputs(x: object) -> bool:
+    """Whether ``x`` is a batch of model inputs ``[N, ...]``: float (images, features) or
+    integer token ids (text models), never bool or complex."""
+    import torch
+
+    return (
+        isinstance(x, Tensor)
+        and x.ndim >= 2
+        and (x.is_floating_point() or (not x.is_complex() and x.dtype != torch.bool))
+    )
 
 
 def check_model_option(model: object) -> ModelOption:

@@ -21,6 +21,7 @@ from mitigate.trainers.callbacks._common import (
     check_positive_int,
     cpu_copy,
     eval_mode,
+    is_inputs,
     resolve_model,
 )
 
@@ -151,8 +152,11 @@ class DisagreementMining(pl.Callback):
         batch_size: int = 256,
         seed: int = 0,
     ) -> None:
-        if not isinstance(pool, Tensor) or not pool.is_floating_point() or pool.ndim < 2:
-            raise MitigateError("pool must be a float tensor of unlabelled inputs [N, ...]")
+        if not is_inputs(pool):
+            raise MitigateError(
+                "pool must be a float tensor of unlabelled inputs [N, ...] (token ids int64 "
+                "[N, L] for text models)"
+            )
         if not len(pool):
             raise MitigateError("pool is empty; there is nothing to mine")
         if not hasattr(train_dataset, "__len__") or not hasattr(train_dataset, "__getitem__"):

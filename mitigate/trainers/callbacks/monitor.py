@@ -29,6 +29,7 @@ from mitigate.trainers.callbacks._common import (
     check_model_option,
     check_positive_int,
     cpu_copy,
+    is_inputs,
     resolve_model,
 )
 from mitigate.trainers.callbacks._common import unpack_batch as default_unpack_batch
@@ -166,13 +167,11 @@ class DisagreementMonitor(pl.Callback):
             raise MitigateError(
                 f"scheme {static[0]!r} (static int8) needs calibration inputs; pass calibration="
             )
-        if calibration is not None and (
-            not isinstance(calibration, Tensor)
-            or not calibration.is_floating_point()
-            or calibration.ndim < 2
-            or not len(calibration)
-        ):
-            raise MitigateError("calibration must be a non-empty float tensor [N, ...]")
+        if calibration is not None and (not is_inputs(calibration) or not len(calibration)):
+            raise MitigateError(
+                "calibration must be a non-empty float tensor [N, ...] (token ids int64 [N, L] "
+                "for text models)"
+            )
         self.calibration = calibration
         self.val_inputs = _check_val_inputs(val_inputs, log_accuracy)
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
@@ -308,7 +307,7 @@ class DisagreementMonitor(pl.Callback):
                 "pass log_accuracy=False or val_inputs=(x, y)"
             )
         with _plain_grad_free():
-            x = x.detach().to("cpu", torch.float32).clone()
+            x = x.detach().to("cpu", torch.float32 if x.is_floating_point() else x.dtype).clone()
             y = y.detach().cpu().clone() if y is not None else None
             fp_logits = self._fp(x)  # type: ignore[misc]
             for label, copy in self._copies.items():
@@ -326,8 +325,11 @@ def _check_val_inputs(
     x, y = (val_inputs, None) if isinstance(val_inputs, Tensor) else (None, None)
     if isinstance(val_inputs, (tuple, list)) and len(val_inputs) == 2:
         x, y = val_inputs
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
-        raise MitigateError("val_inputs must be float inputs [N, ...] or a pair (inputs, labels)")
+    if not is_inputs(x):
+        raise MitigateError(
+            "val_inputs must be float inputs [N, ...] (token ids int64 [N, L] for text models) "
+            "or a pair (inputs, labels)"
+        )
     if y is not None and (
         not isinstance(y, Tensor)
         or y.shape != (x.shape[0],)

@@ -1,0 +1,173 @@
+"""``mitigate calibrate``: how calibration data and method change worst-group disagreement.
+
+Also defines ``--calibration`` for ``evaluate`` and ``retrain`` (:data:`CalibrationOption`,
+:func:`with_calibration`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mitigate.calibration.settings import ENGINES, GRANULARITIES, OBSERVERS, SAMPLINGS, SOURCES
+from mitigate.cli.common import (
+    ConfigOption,
+    FormatOption,
+    JsonOption,
+    ModelOption,
+    OutOption,
+    Output,
+    QuietOption,
+    ReportFormat,
+    SeedOption,
+    check_out,
+    emit_report,
+    handle_errors,
+    split_list,
+)
+
+__all__ = ["CalibrationOption", "calibrate_command", "with_calibration"]
+
+CalibrationOption = Annotated[
+    str | None,
+    typer.Option(
+        "--calibration",
+        help="Calibration preset: 'best' (what `mitigate calibrate` recommended for this "
+        "config), a best.json path, or a name such as clean-256-minmax-qnnpack.",
+    ),
+]
+
+
+def with_calibration(config: Any, calibration: str | None) -> Any:
+    """``config`` with ``--calibration`` (if given) set and its preset applied to the schemes."""
+    from mitigate.calibration.presets import apply_preset
+    from mitigate.config import override
+
+    return apply_preset(override(config, calibration__preset=calibration))
+
+
+@handle_errors
+def calibrate_command(
+    sources: Annotated[
+        str | None, typer.Option("--sources", help=f"Comma-separated: {', '.join(SOURCES)}.")
+    ] = None,
+    sizes: Annotated[
+        str | None,
+        typer.Option("--sizes", help="Comma-separated calibration sizes (clipped to the split)."),
+    ] = None,
+    samplings: Annotated[
+        str | None,
+        typer.Option("--samplings", help=f"Comma-separated: {', '.join(SAMPLINGS)}."),
+    ] = None,
+    augmentations: Annotated[
+        str | None,
+        typer.Option(
+            "--augmentations", help="Comma-separated shifted copies per input, e.g. 0,1,3."
+        ),
+    ] = None,
+    observers: Annotated[
+        str | None,
+        typer.Option("--observers", help=f"Comma-separated: {', '.join(OBSERVERS)}."),
+    ] = None,
+    granularities: Annotated[
+        str | None,
+        typer.Option("--granularities", help=f"Comma-separated: {', '.join(GRANULARITIES)}."),
+    ] = None,
+    engines: Annotated[
+        str | None, typer.Option("--engines", help=f"Comma-separated: {', '.join(ENGINES)}.")
+    ] = None,
+    extra: Annotated[
+        str | None,
+        typer.Option("--extra", help="Comma-separated extra settings (preset names); '' = none."),
+    ] = None,
+    families: Annotated[
+        str | None,
+        typer.Option("--families", help="Shift families for calibration (never held-out ones)."),
+    ] = None,
+    grid: Annotated[
+        str | None, typer.Option("--grid", help="oat (one factor at a time) or full.")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Number of seeds.")] = None,
+    scheme: Annotated[
+        str | None, typer.Option("--scheme", help="Static int8 scheme, e.g. int8 or int8:...")
+    ] = None,
+    combine: Annotated[
+        bool | None,
+        typer.Option("--combine/--no-combine", help="Also run every factor's best level together."),
+    ] = None,
+    config: ConfigOption = None,
+    model: ModelOption = None,
+    out: OutOption = None,
+    seed: SeedOption = None,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+    fmt: FormatOption = ReportFormat.md,
+) -> None:
+    """Sweep calibration data and method; table by worst-group disagreement; save the best.
+
+    Finished cells live in ``<out>/cells/`` and a rerun resumes them; the recommended setting
+    is saved as ``<out>/best.json`` and for ``evaluate``/``retrain --calibration best``.
+    """
+    from mitigate.calibration.plan import plan_settings
+    from mitigate.calibration.plot import calibrate_plots
+    from mitigate.calibration.presets import best_file, best_record, save_best
+    from mitigate.calibration.report import calibrate_markdown, calibrate_table, varied
+    from mitigate.calibration.sweep import calibrate
+    from mitigate.config import load_config, override
+    from mitigate.pipeline import load_data
+    from mitigate.reports.io import write_json
+
+    cfg = override(
+        load_config(config),
+        seed=seed,
+        calibration__sources=split_list(sources),
+        calibration__sizes=split_list(sizes),
+        calibration__samplings=split_list(samplings),
+        calibration__augmentations=split_list(augmentations),
+        calibration__observers=split_list(observers),
+        calibration__granularities=split_list(granularities),
+        calibration__engines=split_list(engines),
+        calibration__extra=split_list(extra),
+        calibration__families=split_list(families),
+        calibration__grid=grid,
+        calibration__seeds=seeds,
+        calibration__scheme=scheme,
+        calibration__combine=combine,
+    )
+    out = check_out(out or Path("runs") / "calibrate")
+    c = cfg.calibration
+    rows = len(plan_settings(cfg, load_data(cfg))) + int(c.grid == "oat" and c.combine)
+    with Output(quiet=quiet, as_json=as_json) as ui:
+        with ui.bar("calibrate", rows * c.seeds) as advance:
+
+            def on_cell(done: int, total: int, planned: Any, seed: int, cached: bool) -> None:
+                row = {"factor": planned.factor, "level": planned.level}
+                label = f"{varied(row | {'setting': planned.setting.name})} seed {seed}"
+                advance(description=label + (" (cached)" if cached else ""))
+
+            result = calibrate(cfg, out, checkpoint=model, on_cell=on_cell, progress=ui.progress)
+        report = result.report
+        ui.print(calibrate_table(report))
+        for row in report["rows"]:
+            for note in row["notes"]:
+                ui.print(f"note ({varied(row)}): {note}", highlight=False)
+        record = best_record(cfg, report) if report.get("recommendation") else None
+        if record is not None:
+            ui.print(report["recommendation"]["line"], highlight=False)
+            save_best(cfg, record)
+            ui.print(f"saved as 'best' for --calibration: {best_file(cfg)}", highlight=False)
+        ui.print(
+            f"{report['cells']['total']} cells ({report['cells']['reused']} reused from "
+            f"{report['cells_dir']}); time: {report['wall_time_s']:.1f}s"
+        )
+        emit_report(
+            ui,
+            out,
+            report,
+            markdown=calibrate_markdown,
+            plots=lambda: calibrate_plots(report),
+            data=None if record is None else lambda stage: write_json(stage / "best.json", record),
+            fmt=fmt,
+        )
