@@ -15,8 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
+# The main job: measure the disagreements, then remove them with the strongest strategy
+# measured here (quantization settings + float fallback, chosen on margin-selected pool inputs).
 demo: install
 	$(BIN)/mitigate evaluate
+	$(BIN)/mitigate retrain --selector margin --strategy settings+fallback
 
 test: install
 	$(BIN)/python -m pytest
@@ -27,6 +30,8 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/scan.py
+	$(BIN)/python benchmarks/select_topk.py
+	$(BIN)/python benchmarks/fit.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

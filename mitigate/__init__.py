@@ -11,6 +11,10 @@ not import torch until a name is used.
 - Find likely disagreements without labels: :func:`compute_score`, :data:`SCORES`,
   :func:`select`.
 - Lightning callbacks: :class:`DisagreementMonitor`, :class:`DisagreementMining`.
+- Mitigate: :data:`STRATEGIES` (named recipes, combinable with ``+``), :func:`retrain`,
+  :func:`compare`, :func:`account`; what in the quantized model causes disagreements:
+  :func:`layer_sensitivity`, :func:`greedy_fallback`, :func:`search_settings`; calibration
+  reliability: :func:`calibrate`.
 - The pipeline behind the CLI: :func:`load_config`, :class:`Config`, :func:`evaluate`.
 
 Example:
@@ -55,7 +59,18 @@ _EXPORTS = {
     "load_config": ".config",
     "evaluate": ".evaluation",
     "MitigateError": ".errors",
-    # TODO(strategies): the mitigation strategies go here once they land.
+    # mitigation: strategies, the runs behind `retrain` / `compare` / `calibrate`, and the
+    # accounting of removed and introduced disagreements
+    "STRATEGIES": ".mitigation.strategies",
+    "parse_strategy": ".mitigation.strategies",
+    "strategy_names": ".mitigation.strategies",
+    "retrain": ".mitigation.retrain",
+    "compare": ".mitigation.compare",
+    "account": ".mitigation.accounting",
+    "layer_sensitivity": ".mitigation.sensitivity",
+    "greedy_fallback": ".mitigation.fallback",
+    "search_settings": ".mitigation.settings_search",
+    "calibrate": ".calibration.sweep",
 }
 _SUBMODULES = ("functional",)
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -180,6 +180,7 @@ class CompareConfig:
         "distill",
         "settings",
         "fallback",
+        "settings+fallback",
     )
     budgets: tuple[int | float, ...] = (50, 200)
     seeds: int = 3

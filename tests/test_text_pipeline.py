@@ -154,9 +154,16 @@ def test_other_commands_on_text(text_config: Path, tmp_path: Path) -> None:
     )
     assert trained.exit_code == 0, trained.output
     assert "int8-dynamic model converted from QAT" in trained.output
+    scored = runner.invoke(app, ["score", "-c", str(text_config), "-o", str(tmp_path / "s")])
+    assert scored.exit_code == 0, scored.output
+    rows = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert "margin" in json.dumps(rows) and "int8-dynamic" in json.dumps(rows)
     refused = runner.invoke(app, ["sensitivity", "-c", str(text_config)])
     assert refused.exit_code == 2
     assert "static int8, which does not apply to 'lstm'" in refused.output
+    uncalibrated = runner.invoke(app, ["calibrate", "-c", str(text_config)])
+    assert uncalibrated.exit_code == 2
+    assert "static int8 calibration, which does not apply to 'lstm'" in uncalibrated.output
     static = runner.invoke(app, ["evaluate", "-c", str(text_config), "--schemes", "int8"])
     assert static.exit_code == 2 and "static int8 cannot quantize recurrent layers" in static.output
 

@@ -99,8 +99,16 @@ def baseline_setting(config: Config) -> Setting:
 
 def check_sweep(config: Config) -> Setting:
     """Validate ``[calibration]`` before any work; return the baseline setting."""
+    from mitigate.models import model_modality
     from mitigate.selectors import score_names
 
+    if model_modality(config.model.arch) == "text":
+        # static int8 has no calibration for LSTM / GRU layers (they quantize dynamically)
+        raise MitigateError(
+            f"calibrate sweeps static int8 calibration, which does not apply to "
+            f"{config.model.arch!r}; its schemes (int8-dynamic, fp16, bf16, int4-weight) need "
+            f"no calibration data: measure them with mitigate evaluate"
+        )
     c = config.calibration
     if c.seeds < 1:
         raise MitigateError(f"calibration.seeds must be >= 1, got {c.seeds}")

@@ -58,7 +58,7 @@ def compare_command(
     """
     from mitigate.config import load_config, override
     from mitigate.mitigation.compare import compare, plan_cells
-    from mitigate.reports.compare_tables import compare_markdown, compare_table
+    from mitigate.reports.compare_tables import best_line, compare_markdown, compare_table
     from mitigate.reports.plots import compare_plots
 
     cfg = override(
@@ -84,11 +84,7 @@ def compare_command(
         ui.print(compare_table(report))
         best = report.get("best_on_held_out")
         if best:
-            mean = best["net_removal"]["mean"]
-            ui.print(
-                f"most removed on held-out shifts: {best['strategy']} "
-                f"(selector {best['selector']}, budget {best['budget']}): {100 * mean:+.0f}%"
-            )
+            ui.print(best_line(best), highlight=False)
         ui.print(
             f"{total} cells ({report['cells']['reused']} reused from {report['cells_dir']}); "
             f"time: {report['wall_time_s']:.1f}s"

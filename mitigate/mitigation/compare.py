@@ -193,7 +193,7 @@ class _SeedRunner:
 
     def run(self, cell: Cell) -> dict[str, Any]:
         from mitigate.mitigation.accounting import account
-        from mitigate.mitigation.retrain import measure, run_strategy
+        from mitigate.mitigation.retrain import deployment, measure, run_strategy
         from mitigate.pipeline import pool_groups
         from mitigate.quantization import scheme_label
         from mitigate.selectors import resolve_budget
@@ -223,8 +223,15 @@ class _SeedRunner:
             "scheme_after": scheme_label(states[-1].scheme),
             "totals": accounting["totals"],
             "worst_group": accounting["worst_group"],
+            "cost": _cost(deployment(seeded, states[-1].quantized)),
             "wall_time_s": round(time.perf_counter() - started, 2),
         }
+
+
+def _cost(deployment: dict[str, Any]) -> dict[str, float]:
+    """q1's size and latency relative to q0 (latency: a ratio from interleaved timing)."""
+    q1 = deployment["models"]["q1"]
+    return {"size_vs_q0": q1["size_vs_reference"], "latency_vs_q0": q1["latency_vs_reference"]}
 
 
 def summarize_cells(config: Config, cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -261,6 +268,8 @@ def summarize_cells(config: Config, cells: list[dict[str, Any]]) -> dict[str, An
         row["churn"] = _stats([c["totals"]["all"]["churn"] / c["totals"]["all"]["n"] for c in runs])
         row["within_pair"] = _stats([c["totals"]["all"]["net_removal_within_pair"] for c in runs])
         row["noise"] = _noise(runs, controls, selector)
+        for key in ("size_vs_q0", "latency_vs_q0"):  # cells from before costs were kept: none
+            row[key] = _stats([c["cost"][key] for c in runs if "cost" in c])
         table.append(row)
     table.sort(key=lambda r: -(r["all"]["mean"] if r["all"]["mean"] is not None else -math.inf))
     held = [
@@ -275,7 +284,11 @@ def summarize_cells(config: Config, cells: list[dict[str, Any]]) -> dict[str, An
         "best_on_held_out": None
         if best_held is None
         else {k: best_held[k] for k in ("strategy", "selector", "budget")}
-        | {"net_removal": best_held["held_out_shifts"]},
+        | {
+            "net_removal": best_held["held_out_shifts"],
+            "size_vs_q0": best_held["size_vs_q0"],
+            "latency_vs_q0": best_held["latency_vs_q0"],
+        },
     }
 
 

@@ -181,6 +181,6 @@ def evaluate_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
     for title, header, rows, caption in rest:
         parts += [f"## {title}", "", md_table(header, rows), ""]
         if caption:
-            parts += [caption, ""]
+            parts += [caption.replace("*", "\\*", 1), ""]  # a leading * would be a bullet
     parts += [provenance(report), ""]
     return "\n".join(parts)

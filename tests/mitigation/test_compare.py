@@ -49,8 +49,15 @@ def test_a_rerun_resumes_and_gives_the_same_table(tmp_path, monkeypatch, tiny_re
 
     none = next(r for r in first.report["rows"] if r["strategy"] == "none")
     assert none["all"]["mean"] == 0 and none["noise"] == "floor"
+    assert none["size_vs_q0"]["mean"] == 1.0 and none["size_vs_q0"]["ci95"] == 0  # same bytes
     for row in first.report["rows"]:
         assert row["seeds"] == [0, 1]
+        assert row["latency_vs_q0"]["mean"] > 0
+    for cell in first.cells:
+        changed = cell["scheme_after"] != "int8" or cell["strategy"] == "finetune"
+        assert (cell["cost"]["size_vs_q0"] == 1.0) or changed
+    best = first.report["best_on_held_out"]
+    assert best["size_vs_q0"]["n"] == 2
 
 
 def test_a_killed_run_keeps_finished_cells(tmp_path, monkeypatch, tiny_retrain):
