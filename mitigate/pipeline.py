@@ -21,6 +21,7 @@ __all__ = [
     "pool_groups",
     "base_model",
     "cache_dir",
+    "calibration_candidates",
     "calibration_inputs",
     "check_schemes",
     "load_data",
@@ -348,9 +349,49 @@ def _check_shape(meta: dict, data: Data, where: str) -> None:
             )
 
 
+def calibration_candidates(data: Data) -> LabelledData:
+    """What static-int8 calibration may draw from: the calibration split, then the training
+    split's images (their labels are never used).
+
+    PTQ calibrates on unlabelled inputs from the training distribution; putting the
+    calibration split first means a size it can serve picks exactly what it would alone, and
+    larger sizes (e.g. 256 or 1024 on the 100-image digits split) continue into training
+    images. Text models have no static int8, so they keep the calibration split alone.
+    """
+    from mitigate.data.images import LabelledImages
+
+    calibration, train = data.splits.calibration, data.splits.train  # type: ignore[attr-defined]
+    if not isinstance(calibration, LabelledImages):
+        return calibration
+    return LabelledImages(
+        torch.cat([calibration.images, train.images]),
+        torch.cat([calibration.labels, train.labels]),
+        calibration.classes,
+        calibration.max_value,
+        calibration.name,
+    )
+
+
+def _calibration_order(config: Config, data: Data, size: int, generator: torch.Generator) -> Tensor:
+    """Candidate positions in draw order: the calibration split's (seeded as it always was),
+    then the training images' from a generator of their own; class-balanced sampling
+    alternates classes within the part a ``size`` needs."""
+    own = len(data.splits.calibration)  # type: ignore[attr-defined]
+    order = torch.randperm(own, generator=generator)
+    balanced = config.quantization.calibration_sampling == "class-balanced"
+    if size <= own:
+        labels = data.splits.calibration.labels  # type: ignore[attr-defined]
+        return _round_robin_by_class(order, labels) if balanced else order
+    candidates = calibration_candidates(data)
+    extra = torch.Generator().manual_seed(split_seed(config.seed, "calibration-train"))
+    order = torch.cat([order, own + torch.randperm(len(candidates) - own, generator=extra)])
+    return _round_robin_by_class(order, candidates.labels) if balanced else order
+
+
 def calibration_inputs(config: Config, data: Data, *, model: nn.Module | None = None) -> Tensor:
-    """The static-int8 calibration batch: ``calibration_size`` inputs from the calibration split,
-    sampled and (for ``shifted``/``mixed``) shifted as configured. ``float [N, C, H, W]``.
+    """The static-int8 calibration batch: ``calibration_size`` inputs drawn from
+    :func:`calibration_candidates`, sampled and (for ``shifted``/``mixed``) shifted as
+    configured. ``float [N, C, H, W]``.
 
     A ``[calibration] preset`` (see :mod:`mitigate.calibration.presets`) replaces these options;
     ``model`` is the FP model a preset that ranks inputs scores them with (default: the
@@ -364,16 +405,14 @@ def calibration_inputs(config: Config, data: Data, *, model: nn.Module | None = 
         raise unknown_choice("calibration source", q.calibration_source, CALIBRATION_SOURCES)
     if q.calibration_sampling not in CALIBRATION_SAMPLING:
         raise unknown_choice("calibration sampling", q.calibration_sampling, CALIBRATION_SAMPLING)
-    pool: LabelledData = data.splits.calibration  # type: ignore[attr-defined]
+    pool = calibration_candidates(data)
     if not 1 <= q.calibration_size <= len(pool):
         raise MitigateError(
-            f"calibration_size {q.calibration_size} must be between 1 and the calibration "
-            f"split's size {len(pool)} (data.calibration)"
+            f"calibration_size {q.calibration_size} must be between 1 and {len(pool)}, what the "
+            f"calibration and training splits hold (data.calibration + data.train)"
         )
     generator = torch.Generator().manual_seed(split_seed(config.seed, "calibration"))
-    order = torch.randperm(len(pool), generator=generator)
-    if q.calibration_sampling == "class-balanced":
-        order = _round_robin_by_class(order, pool.labels)
+    order = _calibration_order(config, data, q.calibration_size, generator)
     index = order[: q.calibration_size].sort().values
     x = pool.batch(index)
     if q.calibration_source == "clean":

@@ -4,8 +4,9 @@ Sources and samplings ``[quantization]`` already offers (clean / shifted / mixed
 class-balanced) go through :func:`mitigate.pipeline.calibration_inputs`, so the sweep's
 baseline is exactly the set ``evaluate`` calibrates on. The rest is built here:
 
-- ``selector-ranked`` sampling: every candidate of the calibration split (shifted as the
-  source says) scored by the FP model with ``[calibration] selector``; the highest first.
+- ``selector-ranked`` sampling: every calibration candidate (the calibration split, then the
+  training images; shifted as the source says) scored by the FP model with
+  ``[calibration] selector``; the highest first.
 - ``selected`` source: the pool inputs (clean + every family not held out) the selector ranks
   highest, through :func:`mitigate.mitigation.probe.selected_pool_inputs`.
 - ``augment``: that many shifted copies of each calibration input (a random seen family at a
@@ -27,7 +28,7 @@ from mitigate.config import Config
 from mitigate.data.evalset import resolve_families, split_seed
 from mitigate.errors import MitigateError
 
-__all__ = ["available_inputs", "calibration_families", "calibration_set"]
+__all__ = ["available_inputs", "calibration_families", "calibration_set", "candidates_hold"]
 
 _PIPELINE_SOURCES = ("clean", "shifted", "mixed")
 _PIPELINE_SAMPLINGS = ("random", "class-balanced")
@@ -51,12 +52,18 @@ def calibration_families(config: Config, data: Any) -> list[str]:
 
 
 def available_inputs(config: Config, data: Any, source: str) -> int:
-    """How many distinct inputs a source can give: the calibration split, or the whole pool."""
-    if source == "selected":
-        from mitigate.pipeline import pool_groups
+    """How many distinct inputs a source can give: the calibration and training splits
+    (:func:`mitigate.pipeline.calibration_candidates`), or the whole pool."""
+    from mitigate.pipeline import calibration_candidates, pool_groups
 
+    if source == "selected":
         return len(data.splits.pool) * len(pool_groups(config, data))
-    return len(data.splits.calibration)
+    return len(calibration_candidates(data))
+
+
+def candidates_hold(source: str) -> str:
+    """Where a source's inputs come from, with its verb, for messages and report notes."""
+    return "the pool holds" if source == "selected" else "the calibration and training splits hold"
 
 
 def calibration_set(
@@ -85,9 +92,9 @@ def calibration_set(
     setting = check_setting(setting)
     most = available_inputs(config, data, setting.source)
     if setting.size > most:
-        where = "the pool" if setting.source == "selected" else "the calibration split"
+        hold = candidates_hold(setting.source)
         raise MitigateError(
-            f"calibration size {setting.size} is more than {where} holds ({most}) for source "
+            f"calibration size {setting.size} is more than {hold} ({most}) for source "
             f"{setting.source!r}; raise [data] sizes or ask for fewer"
         )
     if setting.needs_model and model is None:
@@ -129,12 +136,13 @@ def _ranked(
     families: list[str],
     memo: dict[str, Any],
 ) -> Tensor:
-    """The calibration split under the source's shifts, highest selector score first."""
+    """The calibration candidates under the source's shifts, highest selector score first."""
+    from mitigate.pipeline import calibration_candidates
     from mitigate.selectors import compute_score
 
     key = f"ranked/{setting.source}"
     if key not in memo:
-        split = data.splits.calibration
+        split = calibration_candidates(data)
         index = torch.arange(len(split))
         x = split.float_batch(index)
         if setting.source != "clean":

@@ -137,7 +137,7 @@ def check_sweep(config: Config) -> Setting:
 
 def plan_settings(config: Config, data: Any) -> list[Planned]:
     """The settings to run, baseline first, sizes clipped to what ``data`` allows."""
-    from mitigate.calibration.inputs import available_inputs
+    from mitigate.calibration.inputs import available_inputs, candidates_hold
 
     c = config.calibration
     baseline = check_sweep(config)
@@ -160,7 +160,7 @@ def plan_settings(config: Config, data: Any) -> list[Planned]:
         notes = []
         most = available_inputs(config, data, item.setting.source)
         setting = item.setting
-        where = "the pool" if setting.source == "selected" else "the calibration split"
+        hold = candidates_hold(setting.source)
         clipped = setting.size > most
         if clipped:
             setting = replace(setting, size=most)
@@ -168,12 +168,12 @@ def plan_settings(config: Config, data: Any) -> list[Planned]:
         if setting.size == most and setting.sampling != "random" and setting.source != "selected":
             # every candidate is used: sampling only reorders the same calibration inputs
             setting = replace(setting, sampling="random")
-            why = f" (same inputs: all {most} of {where})"
+            why = f" (same inputs: all {most} that {hold})"
         if setting.name in planned:
             merged.setdefault(setting.name, []).append(f"{item.factor} {item.level}{why}")
             continue
         if clipped:
-            notes.append(f"size {item.setting.size} clipped to {most}: {where} holds {most}")
+            notes.append(f"size {item.setting.size} clipped to {most}: {hold} {most}")
         planned[setting.name] = Planned(setting, item.factor, item.level, tuple(notes))
     for name, labels in merged.items():
         note = "also stands for " + ", ".join(labels)

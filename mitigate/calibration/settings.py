@@ -38,7 +38,8 @@ __all__ = [
     "setting_of_scheme",
 ]
 
-# clean / shifted / mixed: the calibration split as is, every image shifted, every other one;
+# clean / shifted / mixed: the calibration candidates (calibration split, then training images)
+# as they are, every one shifted, every other one;
 # selected: the pool inputs (clean + seen shifts) the selector ranks highest.
 SOURCES = ("clean", "shifted", "mixed", "selected")
 # selector-ranked: the candidates the selector ranks highest (lowest FP margin first).

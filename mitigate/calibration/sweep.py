@@ -49,10 +49,16 @@ class CalibrateResult:
     cells: list[dict[str, Any]]
 
 
+# Bumped when what a setting name means changes, so older cells are not reused for it
+# (2: calibration candidates continue from the calibration split into the training images).
+_CELL_FORMAT = 2
+
+
 def _digest(config: Config, checkpoint: str | Path | None) -> str:
     """What a cell depends on besides its seed and setting (both in its file name)."""
     c = config.calibration
     return config_digest(
+        _CELL_FORMAT,
         config.data,
         config.model,
         config.train,

@@ -153,10 +153,15 @@ def test_calibration_sets(tiny_data):
     assert augmented.shape == (60, 1, 8, 8)
     assert torch.equal(augmented[:20], calibration_set(config, data, Setting(size=20)))
     assert not torch.equal(augmented[20:40], augmented[:20])
+    # beyond the 50-image calibration split, calibration continues into the training images
+    calibration = data.splits.calibration.float_batch(slice(None))
+    larger = calibration_set(config, data, Setting(size=120))
+    assert larger.shape == (120, 1, 8, 8) and torch.equal(larger[:50], calibration)
     with pytest.raises(
-        MitigateError, match="calibration size 51 is more than the calibration split holds \\(50\\)"
+        MitigateError,
+        match=r"calibration size 351 is more than the calibration and training splits hold \(350\)",
     ):
-        calibration_set(config, data, Setting(size=51))
+        calibration_set(config, data, Setting(size=351))
     with pytest.raises(MitigateError, match="ranks inputs: pass the FP model"):
         calibration_set(config, data, Setting(source="selected", size=5))
     held = override(config, calibration__families=["rotate"])
@@ -168,21 +173,23 @@ def test_plan_clips_sizes_and_merges_duplicates(tiny_data):
     config, data, _ = tiny_data
     sweep = {
         **SMALL_SWEEP,
+        "calibration__sizes": [16, 400, 1024],
         "calibration__extra": ["selected-1024", "16-balanced"],
         "calibration__samplings": ["random", "class-balanced"],
     }
-    plan = plan_settings(override(config, **sweep), data)
-    names = [p.setting.name for p in plan]
+    plan = {p.setting.name: p for p in plan_settings(override(config, **sweep), data)}
+    names = list(plan)
     assert names[0] == "clean-50-random-aug0-histogram-perchannel-x86"
-    # baseline, shifted, 16, qnnpack, selected, 16-balanced
-    assert len(names) == len(set(names)) == 6
-    assert plan[0].notes == (
-        "also stands for size 64 (clipped to 50), "
-        "sampling class-balanced (same inputs: all 50 of the calibration split)",
+    # baseline, shifted, 16, 350 (400 and 1024 clipped), 50 balanced, qnnpack, selected, 16-bal.
+    assert len(names) == 8
+    clipped = plan["clean-350-random-aug0-histogram-perchannel-x86"]
+    assert clipped.notes == (
+        "size 400 clipped to 350: the calibration and training splits hold 350",
+        "also stands for size 1024 (clipped to 350)",
     )
-    assert plan[-1].setting.sampling == "class-balanced" and plan[-1].setting.size == 16
-    selected = plan[-2]
-    assert selected.setting.size == 200
+    assert "clean-50-balanced-aug0-histogram-perchannel-x86" in plan
+    assert "clean-16-balanced-aug0-histogram-perchannel-x86" in plan
+    selected = plan["selected-200-ranked-aug0-histogram-perchannel-x86"]
     assert selected.notes == ("size 1024 clipped to 200: the pool holds 200",)
 
 
@@ -206,7 +213,8 @@ def test_sweep_numbers_recount_from_files_and_a_rerun_resumes(tmp_path, monkeypa
         tmp_path,
         on_cell=lambda done, total, p, seed, cached: seen.append((done, total, cached)),
     )
-    assert len(seen) == 8 and seen[-1][:2] == (8, 8) and not any(c for *_, c in seen)
+    # baseline (50), shifted, 16, 64 (beyond the split: training images), qnnpack; 2 seeds
+    assert len(seen) == 10 and seen[-1][:2] == (10, 10) and not any(c for *_, c in seen)
     report = first.report
     rows = report["rows"]
     means = [r["worst_disagreement"]["mean"] for r in rows]
@@ -248,7 +256,7 @@ def test_sweep_numbers_recount_from_files_and_a_rerun_resumes(tmp_path, monkeypa
 
     monkeypatch.setattr(module, "_SeedRun", None)
     second = calibrate(config, tmp_path)
-    assert second.report["cells"] == {"total": 8, "reused": 8}
+    assert second.report["cells"] == {"total": 10, "reused": 10}
     assert second.report["rows"] == rows
 
 
