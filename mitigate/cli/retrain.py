@@ -38,6 +38,13 @@ def retrain_command(
     budget: Annotated[
         str | None, typer.Option("--budget", help="Inputs to select: a count or a fraction.")
     ] = None,
+    class_balanced: Annotated[
+        bool | None,
+        typer.Option(
+            "--class-balanced/--no-class-balanced",
+            help="Select round-robin over the FP model's predicted classes.",
+        ),
+    ] = None,
     strategy: Annotated[
         str | None,
         typer.Option(
@@ -74,6 +81,7 @@ def retrain_command(
         seed=seed,
         selection__selector=selector,
         selection__budget=budget,
+        selection__class_balanced=class_balanced,
         retrain__strategy=strategy,
         retrain__scheme=scheme,
         retrain__epochs=epochs,

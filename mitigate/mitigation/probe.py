@@ -27,6 +27,7 @@ def selected_pool_inputs(
     budget: int | float,
     q_model: nn.Module | None = None,
     batch_size: int | None = None,
+    class_balanced: bool = False,
 ) -> tuple[Tensor, Tensor, list[tuple[str, int]]]:
     """Score the whole unlabelled pool with ``selector`` and return the top ``budget`` inputs.
 
@@ -50,6 +51,9 @@ def selected_pool_inputs(
         q_model: the quantized copy; required by differential selectors (``kl``,
             ``top1-diff``, ``quantized-margin``, ``oracle``), ignored by the others.
         batch_size: scan batch size; defaults to ``config.eval.batch_size``.
+        class_balanced: pick round-robin over the FP model's predicted classes, as
+            :func:`mitigate.selectors.select` does; the scan keeps a running top-``budget`` per
+            class, so memory stays O(budget x classes), not O(pool).
 
     Returns:
         ``x``: ``float [K, C, H, W]`` images or ``int64 [K, max_len]`` token ids, the picked
@@ -75,7 +79,9 @@ def selected_pool_inputs(
     pool = data.splits.pool  # type: ignore[attr-defined]
     groups = pool_groups(config, data)  # type: ignore[arg-type]
     n = len(pool)
-    top = StreamingTopK(resolve_budget(budget, n * len(groups)))
+    k = resolve_budget(budget, n * len(groups))
+    top = StreamingTopK(k)
+    per_class: dict[int, StreamingTopK] = {}
     was_training = model.training
     model.eval()
     try:
@@ -89,11 +95,18 @@ def selected_pool_inputs(
             position = batch.position
             fp = model(batch.x)
             q = q_model(batch.x) if needs_q else None  # type: ignore[misc]
-            top.update(compute_score(selector, fp, q, index=position, seed=config.seed), position)
+            score = compute_score(selector, fp, q, index=position, seed=config.seed)
+            if not class_balanced:
+                top.update(score, position)
+                continue
+            predicted = fp.argmax(1)
+            for c in predicted.unique().tolist():
+                rows = predicted == c
+                per_class.setdefault(c, StreamingTopK(k)).update(score[rows], position[rows])
     finally:
         model.train(was_training)
 
-    picked = top.result()
+    picked = _balanced(per_class, k) if class_balanced else top.result()
     group_of, index_of = picked // n, picked % n
     x = pool.batch(index_of[:0]).new_empty((len(picked), *pool.input_shape))
     shift_seed = split_seed(config.seed, "pool")
@@ -103,3 +116,20 @@ def selected_pool_inputs(
         x[rows] = pool.batch(index_of[rows], group.shift, group.severity, seed=shift_seed)
     meta = [(groups[g].name, i) for g, i in zip(group_of.tolist(), index_of.tolist(), strict=True)]
     return x, pool.labels[index_of].clone(), meta
+
+
+def _balanced(per_class: dict[int, object], k: int) -> Tensor:
+    """Round-robin over the classes from each class's running top-``k`` (enough: no class
+    gives more than ``k``), ties to the lower pool position as in an in-memory ``select``."""
+    from mitigate.selectors import select
+
+    if not per_class:
+        return torch.empty(0, dtype=torch.int64)
+    index = torch.cat([top.result() for top in per_class.values()])  # type: ignore[attr-defined]
+    values = torch.cat([top.values for top in per_class.values()])  # type: ignore[attr-defined]
+    labels = torch.cat(
+        [torch.full((len(top.result()),), c) for c, top in per_class.items()]  # type: ignore[attr-defined]
+    )
+    order = torch.argsort(index)
+    index, values, labels = index[order], values[order], labels[order]
+    return index[select(values, k, labels=labels, class_balanced=True)]

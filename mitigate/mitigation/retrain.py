@@ -87,6 +87,7 @@ def select_inputs(seeded: Seeded, selector: str, budget: int | float) -> Any:
         selector=selector,
         budget=budget,
         q_model=seeded.q0,
+        class_balanced=seeded.config.selection.class_balanced,
     )
     return Selected(x, y, meta)
 
@@ -243,8 +244,10 @@ def _selection_summary(seeded: Seeded, selected: Any) -> dict[str, Any]:
         "selector": config.selection.selector,
         "budget": config.selection.budget,
         "n": len(selected),
+        "class_balanced": config.selection.class_balanced,
         "disagreements_among_selected": int((fp != q).sum()),
         "by_group": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        "by_fp_class": {seeded.data.classes[c]: int((fp == c).sum()) for c in fp.unique().tolist()},
     }
 
 

@@ -58,6 +58,7 @@ def test_retrain_without_labels_says_so(tiny_config, tmp_path):
             "recalibrate",
             "--budget",
             "10",
+            "--class-balanced",
             "-o",
             str(tmp_path / "x"),
         ],
@@ -65,6 +66,10 @@ def test_retrain_without_labels_says_so(tiny_config, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "x" / "report.json").read_text())
     assert report["used_labels"] is False and report["control"] is None
+    selection = report["selection"]
+    assert selection["class_balanced"] is True and selection["n"] == 10
+    per_class = selection["by_fp_class"].values()
+    assert sum(per_class) == 10 and max(per_class) - min(per_class) <= 1  # round-robin
 
 
 def test_bad_strategy_or_selector_exit_2(tiny_config):

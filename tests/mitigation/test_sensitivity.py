@@ -188,6 +188,23 @@ def test_probe_is_the_selected_pool_inputs_rebuilt_exactly(tiny_setup):
     assert len({name for name, _ in meta}) > 1  # several groups, rebuilt group by group
 
 
+def test_class_balanced_probe_equals_an_in_memory_balanced_selection(tiny_setup):
+    from mitigate.selectors import select
+
+    cfg, data, model = tiny_setup
+    x, _, meta = selected_pool_inputs(
+        cfg, data, model, selector="margin", budget=40, class_balanced=True, batch_size=37
+    )
+    all_x, scores, names = _full_pool(cfg, data, model)
+    with torch.no_grad():
+        predicted = model(all_x).argmax(1)
+    picked = select(scores, 40, labels=predicted, class_balanced=True)
+    assert meta == [names[int(p)] for p in picked]
+    assert torch.allclose(x, all_x[picked], atol=1e-5)
+    first_round = predicted[picked[: len(predicted.unique())]]
+    assert len(first_round.unique()) == len(predicted.unique())  # one of every class first
+
+
 def test_probe_with_a_differential_selector_needs_the_quantized_model(tiny_setup):
     from mitigate.quantization import quantize
     from mitigate.selectors import select
