@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,17 @@ class EvaluateResult:
 
 
 def evaluate(
-    config: Config, *, checkpoint: str | Path | None = None, progress: bool = False
+    config: Config,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> EvaluateResult:
     """Base model (given, cached or trained) -> quantized copies -> scan of clean and shifted
-    test inputs -> counts per group, shift, severity, class and worst group."""
+    test inputs -> counts per group, shift, severity, class and worst group.
+
+    ``progress`` shows Lightning's bar if the base model must be trained; ``on_batch`` is
+    called with each scanned batch's input count."""
     from mitigate import __version__
     from mitigate.data.evalset import iter_batches
     from mitigate.pipeline import (
@@ -53,7 +61,13 @@ def evaluate(
         test, groups, batch_size=config.eval.batch_size, seed=config.seed, naturals=data.naturals
     )
     predictions = scan(
-        model, variants, batches, groups=groups, classes=test.classes, seed=config.seed
+        model,
+        variants,
+        batches,
+        groups=groups,
+        classes=test.classes,
+        seed=config.seed,
+        on_batch=on_batch,
     )
     import torch
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +118,7 @@ def scan(
     scores: Sequence[str] = ("margin",),
     classes: Sequence[str] = (),
     seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Predictions:
     """Run ``reference`` and every variant over ``batches`` once and keep per-input labels.
 
@@ -130,6 +131,8 @@ def scan(
             needs a quantized copy is kept once per variant as ``"<score>@<label>"``.
         classes: class names, stored for reports.
         seed: seed of the ``random`` score.
+        on_batch: called with each batch's input count once the batch is scanned (a
+            progress bar).
     """
     from mitigate.selectors import SCORES, compute_score
 
@@ -163,6 +166,8 @@ def scan(
                         columns.setdefault(f"score/{score}@{name}", []).append(
                             value.float().numpy()
                         )
+            if on_batch is not None:
+                on_batch(int(batch.y.shape[0]))
     finally:
         reference.train(was_training)
     if not columns["label"]:

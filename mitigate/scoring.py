@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ def run_scoring(
     protocol: str = "standard",
     scores: Sequence[str] | None = None,
     progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ScoringResult:
     """Base model (given, cached or trained) -> quantized copies -> one scan keeping every
     score -> detector metrics of every score for every scheme.
@@ -81,6 +82,7 @@ def run_scoring(
         protocol: one of :data:`mitigate.selectors.PROTOCOLS`.
         scores: registry names (default: all of them, in registry order).
         progress: show training progress if the base model must be trained.
+        on_batch: called with each scanned batch's input count (a progress bar).
 
     Raises:
         MitigateError: an unknown split, protocol, score or scheme, an invalid budget, or no
@@ -98,7 +100,7 @@ def run_scoring(
         parse_scheme(name)
 
     started = time.perf_counter()
-    predictions, model_info = _scan(config, split, names, checkpoint, progress)
+    predictions, model_info = _scan(config, split, names, checkpoint, progress, on_batch)
     report = {
         "command": "score",
         **_versions(),
@@ -207,6 +209,7 @@ def _scan(
     scores: list[str],
     checkpoint: str | Path | None,
     progress: bool,
+    on_batch: Callable[[int], None] | None,
 ) -> tuple[Any, dict]:
     from mitigate.data.evalset import iter_batches
     from mitigate.pipeline import (
@@ -245,6 +248,7 @@ def _scan(
         scores=scores,
         classes=source.classes,
         seed=config.seed,
+        on_batch=on_batch,
     )
     return predictions, model_info
 

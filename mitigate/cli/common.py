@@ -302,6 +302,21 @@ class Output:
         self._stdout.flush()
 
     @contextlib.contextmanager
+    def counter(self, description: str) -> Iterator[Callable[[int], None]]:
+        """A bar without a total that appears at the first ``count(n)``: steps before it (a
+        base model training under Lightning's own bar) keep the terminal to themselves."""
+        with contextlib.ExitStack() as stack:
+            advance: Callable[..., None] | None = None
+
+            def count(n: int) -> None:
+                nonlocal advance
+                if advance is None:
+                    advance = stack.enter_context(self.bar(description, None))
+                advance(n)
+
+            yield count
+
+    @contextlib.contextmanager
     def bar(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
         """A transient rich progress bar on stderr; yields ``advance(n=1, description=None)``.
         Off (a no-op ``advance``) with ``--quiet`` or when stderr is not a terminal."""

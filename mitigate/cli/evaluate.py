@@ -62,7 +62,8 @@ def evaluate_command(
     cfg = with_calibration(cfg, calibration)
     out = check_out(out or Path("runs") / "evaluate")
     with Output(quiet=quiet, as_json=as_json) as ui:
-        result = evaluate(cfg, checkpoint=model, progress=ui.progress)
+        with ui.counter("scanning inputs") as count:
+            result = evaluate(cfg, checkpoint=model, progress=ui.progress, on_batch=count)
         report = result.report
         for table in evaluate_tables(report):
             ui.print(table)

@@ -94,14 +94,16 @@ def score_command(
     )
     out = check_out(out or Path("runs") / "score")
     with Output(quiet=quiet, as_json=as_json) as ui:
-        result = run_scoring(
-            cfg,
-            checkpoint=model,
-            split=split,
-            protocol=protocol,
-            scores=split_list(scores),
-            progress=ui.progress,
-        )
+        with ui.counter("scanning inputs") as count:
+            result = run_scoring(
+                cfg,
+                checkpoint=model,
+                split=split,
+                protocol=protocol,
+                scores=split_list(scores),
+                progress=ui.progress,
+                on_batch=count,
+            )
         report = result.report
         ui.print(score_table(report))
         ui.print()

@@ -143,6 +143,27 @@ def test_human_output_without_json(tiny_config, tmp_path):
     assert not (out / "report.html").exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "score"])
+def test_scanning_shows_a_counter_of_every_input(command, tiny_config, tmp_path, monkeypatch):
+    import contextlib
+
+    from mitigate.cli.common import Output
+
+    shown: dict[str, list[int]] = {}
+
+    @contextlib.contextmanager
+    def recording_bar(self, description, total):
+        counts = shown.setdefault(description, [])
+        yield lambda n=1, description=None: counts.append(n)
+
+    monkeypatch.setattr(Output, "bar", recording_bar)
+    out = tmp_path / command
+    args = [command, "-c", str(tiny_config), "-o", str(out), *COMMANDS[command][0]]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sum(shown["scanning inputs"]) == read_json(out / "report.json")["n"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
