@@ -20,6 +20,14 @@ def test_every_shipped_config_loads(name):
     assert config.data.data_dir
 
 
+@pytest.mark.parametrize(("name", "arch"), [("text-lstm", "lstm"), ("text-gru", "gru")])
+def test_text_configs_load_with_recurrent_models_and_dynamic_int8(name, arch):
+    config = load_config(CONFIGS / f"{name}.toml")
+    assert config.model.arch == arch and config.data.dataset == "tweets"
+    assert "int8" not in config.quantization.schemes  # static int8 cannot quantize LSTM / GRU
+    assert config.retrain.scheme == config.train.qat_scheme == "int8-dynamic"
+
+
 def test_unknown_keys_list_the_valid_ones(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[data]\ndatset = 'mnist'\n")

@@ -59,15 +59,19 @@ def _toml(table: dict, prefix: str = "") -> str:
     return "\n".join(lines) + "".join(tables) + "\n"
 
 
-@pytest.fixture
-def text_config(tmp_path: Path) -> Path:
-    """configs/text-lstm.toml with small sizes: the shipped config, only smaller."""
-    raw = tomllib.loads((ROOT / "configs" / "text-lstm.toml").read_text())
+def _small_config(tmp_path: Path, name: str) -> Path:
+    """A shipped text config with small sizes: the same config, only smaller."""
+    raw = tomllib.loads((ROOT / "configs" / f"{name}.toml").read_text())
     for section, values in SMALL.items():
         raw.setdefault(section, {}).update(values)
-    path = tmp_path / "text.toml"
+    path = tmp_path / f"{name}.toml"
     path.write_text(_toml(raw))
     return path
+
+
+@pytest.fixture
+def text_config(tmp_path: Path) -> Path:
+    return _small_config(tmp_path, "text-lstm")
 
 
 def test_text_data_flows_through_the_stages(text_config: Path) -> None:
@@ -126,13 +130,14 @@ def test_checkpoints_carry_the_vocabulary(text_config: Path, tmp_path: Path) -> 
         base_model(other, load_data(other), checkpoint=tmp_path / "lstm.pt")
 
 
-def test_retrain_cli_runs_end_to_end_on_text(text_config: Path, tmp_path: Path) -> None:
-    out = tmp_path / "retrain"
-    args = ["retrain", "-c", str(text_config), "--strategy", "finetune", "-o", str(out)]
+@pytest.mark.parametrize(("name", "arch"), [("text-lstm", "lstm"), ("text-gru", "gru")])
+def test_retrain_cli_runs_end_to_end_on_text(name: str, arch: str, tmp_path: Path) -> None:
+    config, out = _small_config(tmp_path, name), tmp_path / "retrain"
+    args = ["retrain", "-c", str(config), "--strategy", "finetune", "-o", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["model"]["arch"] == "lstm" and report["scheme_before"] == "int8-dynamic"
+    assert report["model"]["arch"] == arch and report["scheme_before"] == "int8-dynamic"
     assert report["selection"]["n"] == 20 and report["used_labels"] is True
     total = report["totals"]["all"]
     assert total["before"] - total["removed"] + total["introduced"] == total["after"]
