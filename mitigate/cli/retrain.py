@@ -90,7 +90,7 @@ def retrain_command(
     cfg = with_calibration(cfg, calibration)
     out = check_out(out or Path("runs") / "retrain")
     with Output(quiet=quiet, as_json=as_json) as ui:
-        result = retrain(cfg, checkpoint=model, progress=ui.progress)
+        result = retrain(cfg, checkpoint=model, progress=ui.progress, scans=ui.counter)
         report = result.report
         lines = headline(report)
         ui.print(lines[0])

@@ -8,6 +8,8 @@ few hundred forward passes per candidate say which layer or setting causes them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +30,7 @@ def selected_pool_inputs(
     q_model: nn.Module | None = None,
     batch_size: int | None = None,
     class_balanced: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor, list[tuple[str, int]]]:
     """Score the whole unlabelled pool with ``selector`` and return the top ``budget`` inputs.
 
@@ -54,6 +57,7 @@ def selected_pool_inputs(
         class_balanced: pick round-robin over the FP model's predicted classes, as
             :func:`mitigate.selectors.select` does; the scan keeps a running top-``budget`` per
             class, so memory stays O(budget x classes), not O(pool).
+        on_batch: called with each scanned batch's input count (a progress bar).
 
     Returns:
         ``x``: ``float [K, C, H, W]`` images or ``int64 [K, max_len]`` token ids, the picked
@@ -96,6 +100,8 @@ def selected_pool_inputs(
             fp = model(batch.x)
             q = q_model(batch.x) if needs_q else None  # type: ignore[misc]
             score = compute_score(selector, fp, q, index=position, seed=config.seed)
+            if on_batch is not None:
+                on_batch(len(position))
             if not class_balanced:
                 top.update(score, position)
                 continue

@@ -10,7 +10,10 @@ effect of fine-tuning itself.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,9 @@ from typing import Any
 from torch import nn
 
 from mitigate.config import Config, config_to_dict
+
+# description -> a context around one scan that yields a per-batch callback (or None)
+ScanProgress = Callable[[str], AbstractContextManager[Callable[[int], None] | None]]
 
 __all__ = [
     "RetrainResult",
@@ -49,12 +55,25 @@ class Seeded:
     calibration: Any
     q0: nn.Module
     base: Any  # Predictions of f0 (reference) and q0 on the test groups
+    scans: ScanProgress | None = None  # progress of each scan, e.g. a CLI counter
+
+
+def _scanning(scans: ScanProgress | None, description: str) -> Any:
+    """``scans(description)``, or a context that yields no callback."""
+    return contextlib.nullcontext() if scans is None else scans(description)
 
 
 def prepare_seed(
-    config: Config, *, checkpoint: str | Path | None = None, progress: bool = False
+    config: Config,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    scans: ScanProgress | None = None,
 ) -> Seeded:
-    """Load data, get f0 (checkpoint, cache or training) and quantize it with the retrain scheme."""
+    """Load data, get f0 (checkpoint, cache or training) and quantize it with the retrain scheme.
+
+    ``scans(description)`` is entered around every scan of this seed and yields a callback
+    for each batch's input count (or ``None``)."""
     from mitigate.mitigation.strategies import parse_strategy
     from mitigate.pipeline import base_model, calibration_inputs, check_schemes, load_data
     from mitigate.quantization import parse_scheme, quantize
@@ -71,8 +90,8 @@ def prepare_seed(
     original, info = base_model(config, data, checkpoint=checkpoint, progress=progress)
     calibration = calibration_inputs(config, data)
     q0 = quantize(original, scheme, calibration)
-    base = measure_base(config, data, original, q0)
-    return Seeded(config, data, original, info, scheme, calibration, q0, base)
+    base = measure_base(config, data, original, q0, scans=scans)
+    return Seeded(config, data, original, info, scheme, calibration, q0, base, scans)
 
 
 def select_inputs(seeded: Seeded, selector: str, budget: int | float) -> Any:
@@ -80,15 +99,17 @@ def select_inputs(seeded: Seeded, selector: str, budget: int | float) -> Any:
     from mitigate.mitigation.probe import selected_pool_inputs
     from mitigate.mitigation.strategies import Selected
 
-    x, y, meta = selected_pool_inputs(
-        seeded.config,
-        seeded.data,
-        seeded.original,
-        selector=selector,
-        budget=budget,
-        q_model=seeded.q0,
-        class_balanced=seeded.config.selection.class_balanced,
-    )
+    with _scanning(seeded.scans, "scanning the pool") as count:
+        x, y, meta = selected_pool_inputs(
+            seeded.config,
+            seeded.data,
+            seeded.original,
+            selector=selector,
+            budget=budget,
+            q_model=seeded.q0,
+            class_balanced=seeded.config.selection.class_balanced,
+            on_batch=count,
+        )
     return Selected(x, y, meta)
 
 
@@ -129,7 +150,14 @@ def run_strategy(
     return states
 
 
-def measure_base(config: Config, data: Any, original: nn.Module, q0: nn.Module) -> Any:
+def measure_base(
+    config: Config,
+    data: Any,
+    original: nn.Module,
+    q0: nn.Module,
+    *,
+    scans: ScanProgress | None = None,
+) -> Any:
     """Scan f0 and q0 over the test groups once per seed; every run of that seed reuses it."""
     from mitigate.data.evalset import iter_batches
     from mitigate.pipeline import measurement_groups
@@ -143,7 +171,16 @@ def measure_base(config: Config, data: Any, original: nn.Module, q0: nn.Module) 
         seed=config.seed,
         naturals=data.naturals,
     )
-    return scan(original, {"q0": q0}, batches, groups=groups, scores=(), classes=data.classes)
+    with _scanning(scans, "measuring f0 and q0") as count:
+        return scan(
+            original,
+            {"q0": q0},
+            batches,
+            groups=groups,
+            scores=(),
+            classes=data.classes,
+            on_batch=count,
+        )
 
 
 def measure(seeded: Seeded, fp_model: nn.Module, quantized: nn.Module) -> Any:
@@ -162,19 +199,28 @@ def measure(seeded: Seeded, fp_model: nn.Module, quantized: nn.Module) -> Any:
         seed=config.seed,
         naturals=data.naturals,
     )
-    if fp_model is seeded.original:
-        new = scan(quantized, {}, batches, groups=base.groups, scores=())
-        f1, q1 = base.reference, new.reference
-    else:
-        new = scan(fp_model, {"q1": quantized}, batches, groups=base.groups, scores=())
-        f1, q1 = new.reference, new.variants["q1"]
+    with _scanning(seeded.scans, "measuring f1 and q1") as count:
+        if fp_model is seeded.original:
+            new = scan(quantized, {}, batches, groups=base.groups, scores=(), on_batch=count)
+            f1, q1 = base.reference, new.reference
+        else:
+            variants = {"q1": quantized}
+            new = scan(fp_model, variants, batches, groups=base.groups, scores=(), on_batch=count)
+            f1, q1 = new.reference, new.variants["q1"]
     return replace(base, variants={"q0": base.variants["q0"], "f1": f1, "q1": q1})
 
 
 def retrain(
-    config: Config, *, checkpoint: str | Path | None = None, progress: bool = False
+    config: Config,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    scans: ScanProgress | None = None,
 ) -> RetrainResult:
-    """One mitigation run with the configured selector, budget, strategy and scheme."""
+    """One mitigation run with the configured selector, budget, strategy and scheme.
+
+    ``progress`` shows Lightning's bars while training; ``scans`` (see :func:`prepare_seed`)
+    reports every scan."""
     import torch
 
     from mitigate import __version__
@@ -183,7 +229,7 @@ def retrain(
     from mitigate.quantization import scheme_label
 
     started = time.perf_counter()
-    seeded = prepare_seed(config, checkpoint=checkpoint, progress=progress)
+    seeded = prepare_seed(config, checkpoint=checkpoint, progress=progress, scans=scans)
     steps = parse_strategy(config.retrain.strategy)
     selected, probe = select_with_probe(seeded, steps)
     states = run_strategy(seeded, config.retrain.strategy, selected, probe, progress=progress)

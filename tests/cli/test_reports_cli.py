@@ -143,7 +143,7 @@ def test_human_output_without_json(tiny_config, tmp_path):
     assert not (out / "report.html").exists()
 
 
-@pytest.mark.parametrize("command", ["evaluate", "score"])
+@pytest.mark.parametrize("command", ["evaluate", "score", "retrain"])
 def test_scanning_shows_a_counter_of_every_input(command, tiny_config, tmp_path, monkeypatch):
     import contextlib
 
@@ -161,7 +161,13 @@ def test_scanning_shows_a_counter_of_every_input(command, tiny_config, tmp_path,
     args = [command, "-c", str(tiny_config), "-o", str(out), *COMMANDS[command][0]]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert sum(shown["scanning inputs"]) == read_json(out / "report.json")["n"]
+    report = read_json(out / "report.json")
+    if command != "retrain":
+        assert sum(shown["scanning inputs"]) == report["n"]
+        return
+    n = report["totals"]["all"]["n"]
+    assert sum(shown["measuring f0 and q0"]) == sum(shown["measuring f1 and q1"]) == n
+    assert sum(shown["scanning the pool"]) > 0  # the pool: clean + the seen shifts
 
 
 @pytest.mark.parametrize(
