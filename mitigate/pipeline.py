@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,7 @@ __all__ = [
     "pool_groups",
     "base_model",
     "cache_dir",
+    "calibration_candidate_count",
     "calibration_candidates",
     "calibration_inputs",
     "check_schemes",
@@ -361,7 +363,7 @@ def calibration_candidates(data: Data) -> LabelledData:
     from mitigate.data.images import LabelledImages
 
     calibration, train = data.splits.calibration, data.splits.train  # type: ignore[attr-defined]
-    if not isinstance(calibration, LabelledImages):
+    if data.modality != "image":
         return calibration
     return LabelledImages(
         torch.cat([calibration.images, train.images]),
@@ -372,17 +374,22 @@ def calibration_candidates(data: Data) -> LabelledData:
     )
 
 
-def _calibration_order(config: Config, data: Data, size: int, generator: torch.Generator) -> Tensor:
-    """Candidate positions in draw order: the calibration split's (seeded as it always was),
-    then the training images' from a generator of their own; class-balanced sampling
-    alternates classes within the part a ``size`` needs."""
-    own = len(data.splits.calibration)  # type: ignore[attr-defined]
+def calibration_candidate_count(data: Data) -> int:
+    """``len(calibration_candidates(data))`` without building them."""
+    splits: Any = data.splits
+    return len(splits.calibration) + (len(splits.train) if data.modality == "image" else 0)
+
+
+def _calibration_order(
+    config: Config, candidates: LabelledData, own: int, size: int, generator: torch.Generator
+) -> Tensor:
+    """Positions in ``candidates`` in draw order: the first ``own`` (the calibration split,
+    seeded as it always was), then the training images' from a generator of their own;
+    class-balanced sampling alternates classes within the part a ``size`` needs."""
     order = torch.randperm(own, generator=generator)
     balanced = config.quantization.calibration_sampling == "class-balanced"
     if size <= own:
-        labels = data.splits.calibration.labels  # type: ignore[attr-defined]
-        return _round_robin_by_class(order, labels) if balanced else order
-    candidates = calibration_candidates(data)
+        return _round_robin_by_class(order, candidates.labels[:own]) if balanced else order
     extra = torch.Generator().manual_seed(split_seed(config.seed, "calibration-train"))
     order = torch.cat([order, own + torch.randperm(len(candidates) - own, generator=extra)])
     return _round_robin_by_class(order, candidates.labels) if balanced else order
@@ -412,7 +419,8 @@ def calibration_inputs(config: Config, data: Data, *, model: nn.Module | None = 
             f"calibration and training splits hold (data.calibration + data.train)"
         )
     generator = torch.Generator().manual_seed(split_seed(config.seed, "calibration"))
-    order = _calibration_order(config, data, q.calibration_size, generator)
+    own = len(data.splits.calibration)  # type: ignore[attr-defined]
+    order = _calibration_order(config, pool, own, q.calibration_size, generator)
     index = order[: q.calibration_size].sort().values
     x = pool.batch(index)
     if q.calibration_source == "clean":

@@ -54,11 +54,11 @@ def calibration_families(config: Config, data: Any) -> list[str]:
 def available_inputs(config: Config, data: Any, source: str) -> int:
     """How many distinct inputs a source can give: the calibration and training splits
     (:func:`mitigate.pipeline.calibration_candidates`), or the whole pool."""
-    from mitigate.pipeline import calibration_candidates, pool_groups
+    from mitigate.pipeline import calibration_candidate_count, pool_groups
 
     if source == "selected":
         return len(data.splits.pool) * len(pool_groups(config, data))
-    return len(calibration_candidates(data))
+    return calibration_candidate_count(data)
 
 
 def candidates_hold(source: str) -> str:

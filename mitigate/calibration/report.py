@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mitigate.stats import format_mean_ci
+
 __all__ = ["HEADER", "calibrate_markdown", "calibrate_rows", "calibrate_table", "varied"]
 
 HEADER = (
@@ -24,20 +26,13 @@ HEADER = (
 
 
 def _pct(stats: dict[str, Any], digits: int = 1) -> str:
-    if stats["mean"] is None:
-        return "-"
-    text = f"{100 * stats['mean']:.{digits}f}%"
-    return text if stats["ci95"] is None else f"{text} ±{100 * stats['ci95']:.{digits}f}"
+    return format_mean_ci(stats, digits=digits, unit="%")
 
 
 def _delta(row: dict[str, Any]) -> str:
     if row["factor"] == "baseline":
         return "default"
-    d = row["vs_baseline"]
-    if d["mean"] is None:
-        return "-"
-    text = f"{100 * d['mean']:+.2f}"
-    return text if d["ci95"] is None else f"{text} ±{100 * d['ci95']:.2f}"
+    return format_mean_ci(row["vs_baseline"], digits=2, signed=True)
 
 
 def varied(row: dict[str, Any]) -> str:
@@ -83,10 +78,7 @@ _SHORT_HEADER = (
 
 def _two_lines(stats: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
     """Mean over ±CI on two lines, so the table fits an 80-column terminal."""
-    if stats["mean"] is None:
-        return "-"
-    mean = f"{100 * stats['mean']:{'+' if signed else ''}.{digits}f}"
-    return mean if stats["ci95"] is None else f"{mean}\n±{100 * stats['ci95']:.{digits}f}"
+    return format_mean_ci(stats, digits=digits, signed=signed, sep="\n")
 
 
 def calibrate_table(report: dict[str, Any]) -> Any:

@@ -27,7 +27,7 @@ import numpy as np
 from mitigate.calibration.plan import Planned, check_sweep, plan_settings
 from mitigate.calibration.settings import FACTORS, Setting, check_setting
 from mitigate.config import Config, config_digest, config_to_dict
-from mitigate.stats import mean_ci
+from mitigate.stats import format_mean_ci, mean_ci
 
 __all__ = [
     "CalibrateResult",
@@ -437,7 +437,5 @@ def _recommend(best: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]
 
 
 def _pct(stats: dict[str, Any], signed: bool = False) -> str:
-    if stats["mean"] is None:
-        return "-"
-    mean = f"{100 * stats['mean']:+.2f}" if signed else f"{100 * stats['mean']:.2f}%"
-    return mean if stats["ci95"] is None else f"{mean} ±{100 * stats['ci95']:.2f}"
+    """``2.77% ±1.28``, or signed points without the unit: ``-2.37 ±1.24``."""
+    return format_mean_ci(stats, digits=2, signed=signed, unit="" if signed else "%")

@@ -72,6 +72,7 @@ __all__ = [
     "err_console",
     "fail",
     "handle_errors",
+    "model_line",
     "show_progress",
     "split_list",
 ]
@@ -217,6 +218,16 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def model_line(report: dict[str, Any]) -> str:
+    """The closing line: which model, where from, how many inputs (when counted), wall time."""
+    info = report["model"]
+    inputs = f"inputs: {report['n']}  " if "n" in report else ""
+    return (
+        f"model: {info['arch']} ({info['source']}: {info['path']})  "
+        f"{inputs}time: {report['wall_time_s']:.1f}s"
+    )
 
 
 def show_progress(quiet: bool) -> bool:

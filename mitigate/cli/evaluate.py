@@ -22,6 +22,7 @@ from mitigate.cli.common import (
     check_out,
     emit_report,
     handle_errors,
+    model_line,
     split_list,
 )
 
@@ -68,11 +69,7 @@ def evaluate_command(
         for table in evaluate_tables(report):
             ui.print(table)
             ui.print()
-        info = report["model"]
-        ui.print(
-            f"model: {info['arch']} ({info['source']}: {info['path']})  "
-            f"inputs: {report['n']}  time: {report['wall_time_s']:.1f}s"
-        )
+        ui.print(model_line(report))
         emit_report(
             ui,
             out,

@@ -21,6 +21,7 @@ from mitigate.cli.common import (
     check_out,
     emit_report,
     handle_errors,
+    model_line,
     split_list,
 )
 
@@ -109,11 +110,7 @@ def score_command(
         ui.print()
         for line in winner_lines(report):
             ui.print(line, highlight=False)
-        info = report["model"]
-        ui.print(
-            f"model: {info['arch']} ({info['source']}: {info['path']})  "
-            f"inputs: {report['n']}  time: {report['wall_time_s']:.1f}s"
-        )
+        ui.print(model_line(report))
         emit_report(
             ui,
             out,

@@ -20,6 +20,7 @@ from mitigate.cli.common import (
     check_out,
     emit_report,
     handle_errors,
+    model_line,
 )
 from mitigate.mitigation.sensitivity_report import PROBE_SIZE
 
@@ -81,11 +82,7 @@ def sensitivity_command(
         ui.print(sensitivity_table(report))
         ui.print()
         ui.print(sensitivity_summary(report))
-        info = report["model"]
-        ui.print(
-            f"model: {info['arch']} ({info['source']}: {info['path']})  "
-            f"time: {report['wall_time_s']:.1f}s"
-        )
+        ui.print(model_line(report))
         emit_report(
             ui,
             out,

@@ -9,12 +9,16 @@ few hundred forward passes per candidate say which layer or setting causes them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from mitigate.config import Config
 from mitigate.errors import MitigateError, unknown_choice
+
+if TYPE_CHECKING:
+    from mitigate.selectors import StreamingTopK
 
 __all__ = ["selected_pool_inputs"]
 
@@ -124,18 +128,17 @@ def selected_pool_inputs(
     return x, pool.labels[index_of].clone(), meta
 
 
-def _balanced(per_class: dict[int, object], k: int) -> Tensor:
+def _balanced(per_class: dict[int, StreamingTopK], k: int) -> Tensor:
     """Round-robin over the classes from each class's running top-``k`` (enough: no class
     gives more than ``k``), ties to the lower pool position as in an in-memory ``select``."""
     from mitigate.selectors import select
 
     if not per_class:
         return torch.empty(0, dtype=torch.int64)
-    index = torch.cat([top.result() for top in per_class.values()])  # type: ignore[attr-defined]
-    values = torch.cat([top.values for top in per_class.values()])  # type: ignore[attr-defined]
-    labels = torch.cat(
-        [torch.full((len(top.result()),), c) for c, top in per_class.items()]  # type: ignore[attr-defined]
-    )
+    kept = [(c, top.result(), top.values) for c, top in per_class.items()]
+    index = torch.cat([i for _, i, _ in kept])
+    values = torch.cat([v for _, _, v in kept])
+    labels = torch.cat([torch.full((len(i),), c) for c, i, _ in kept])
     order = torch.argsort(index)
     index, values, labels = index[order], values[order], labels[order]
     return index[select(values, k, labels=labels, class_balanced=True)]

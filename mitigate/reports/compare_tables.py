@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
+from mitigate.stats import format_mean_ci
+
 __all__ = ["best_line", "compare_markdown", "compare_rows", "compare_table"]
 
 HEADER = (
@@ -22,20 +24,9 @@ HEADER = (
 )
 
 
-def _ci(stats: dict[str, Any], scale: float = 100.0, signed: bool = True) -> str:
-    if stats["mean"] is None:
-        return "-"
-    mean = f"{scale * stats['mean']:+.0f}%" if signed else f"{scale * stats['mean']:.1f}%"
-    if stats["ci95"] is None:
-        return mean
-    return f"{mean} ±{scale * stats['ci95']:.0f}"
-
-
-def _acc(stats: dict[str, Any]) -> str:
-    if stats["mean"] is None:
-        return "-"
-    text = f"{100 * stats['mean']:+.1f}"
-    return text if stats["ci95"] is None else f"{text} ±{100 * stats['ci95']:.1f}"
+def _ci(stats: dict[str, Any]) -> str:
+    """A signed share in whole percent: ``+56% ±10``."""
+    return format_mean_ci(stats, digits=0, signed=True, unit="%")
 
 
 def compare_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -50,8 +41,8 @@ def compare_rows(report: dict[str, Any]) -> list[list[str]]:
             "yes" if r["used_labels"] else "no",
             _ci(r["all"]),
             _ci(r["held_out_shifts"]),
-            _acc(r["accuracy_change"]),
-            _ci(r["churn"], signed=False),
+            format_mean_ci(r["accuracy_change"], signed=True),
+            format_mean_ci(r["churn"], ci_digits=0, unit="%"),
             r["noise"],
         ]
         for r in report["rows"]
@@ -94,24 +85,22 @@ def compare_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def best_line(best: dict[str, Any]) -> str:
-    """The row that removed most on held-out shifts, with what its q1 costs against q0."""
+def best_line(best: dict[str, Any], *, bold: bool = False) -> str:
+    """The row that removed most on held-out shifts, with what its q1 costs against q0
+    (``bold``: the strategy in Markdown bold)."""
+    strategy = f"**{best['strategy']}**" if bold else best["strategy"]
     line = (
-        f"Most disagreements removed on held-out shifts: {best['strategy']} "
+        f"Most disagreements removed on held-out shifts: {strategy} "
         f"(selector {best['selector']}, budget {best['budget']}): {_ci(best['net_removal'])}"
     )
     size, latency = best.get("size_vs_q0"), best.get("latency_vs_q0")
     if size and size["mean"] is not None:
         line += (
             f"; its q1 costs {size['mean']:.2f}x the size and "
-            f"{_times(latency)} the latency of q0 (one run's interleaved timing)"
+            f"{format_mean_ci(latency, scale=1, digits=2, unit='x')} the latency of q0 "
+            "(one run's interleaved timing)"
         )
     return line + "."
-
-
-def _times(stats: dict[str, Any]) -> str:
-    ci = "" if stats["ci95"] is None else f" ±{stats['ci95']:.2f}"
-    return f"{stats['mean']:.2f}x{ci}"
 
 
 def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
@@ -131,7 +120,7 @@ def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
         "",
     ]
     if best:
-        lines += [best_line(best).replace(best["strategy"], f"**{best['strategy']}**", 1), ""]
+        lines += [best_line(best, bold=True), ""]
     if plots:
         lines += ["## Plots", "", md_plots(plots), ""]
     lines += [provenance(report), ""]
