@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.profilers import PassThroughProfiler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -40,6 +41,17 @@ def quiet_lightning() -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+class _NoProfiler(PassThroughProfiler):
+    """Lightning's default no-op profiler, minus its cost: its ``profile`` still builds a
+    generator context manager around each of the ~35 hooks of a training step (measured: 1.4 of
+    Lightning's 7.4 ms on a one-step epoch with validation)."""
+
+    _NULL = nullcontext()
+
+    def profile(self, action_name: str) -> AbstractContextManager:  # type: ignore[override]
+        return self._NULL
 
 
 def images_loader(
@@ -108,6 +120,7 @@ def fit(
             enable_progress_bar=progress,
             num_sanity_val_steps=0,
             callbacks=list(callbacks),
+            profiler=_NoProfiler(),
         )
         module.model.train()
         try:

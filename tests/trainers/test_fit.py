@@ -6,6 +6,7 @@ import copy
 import warnings
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -78,6 +79,35 @@ def test_fit_restores_deterministic_mode_and_engine(bn_net, digits_small, make_l
             torch.use_deterministic_algorithms(False)
     assert torch.backends.quantized.engine == engine
     assert not fitted.training
+
+
+def test_a_callback_sees_each_epochs_metrics(bn_net, digits_small, make_loader):
+    """Logging is skipped when nothing can read it; a callback can, and gets every metric."""
+    x, y = digits_small
+
+    class Record(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[dict[str, float]] = []
+
+        def on_validation_epoch_end(self, trainer, pl_module) -> None:
+            self.seen.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    record = Record()
+    module = ClassifierModule(bn_net(), epochs=2)
+    loader = make_loader(x[:128], y[:128])
+    fit(
+        module,
+        loader,
+        make_loader(x[:64], y[:64], shuffle=False),
+        epochs=2,
+        seed=0,
+        callbacks=[record],
+    )
+    assert len(record.seen) == 2
+    last = record.seen[-1]
+    assert {"val/loss", "val/accuracy", "train/loss"} <= set(last)
+    assert 0.0 <= last["val/accuracy"] <= 1.0
+    assert last["train/loss"] == pytest.approx(module.train_losses[0])  # epoch 0's, logged
 
 
 def test_fit_trains_a_model_handed_over_in_eval_mode(bn_net, digits_small, make_loader):
