@@ -199,3 +199,16 @@ def test_no_warnings_escape_a_fit(bn_net, digits_small, make_loader):
             )
         trained.model(x[:4])
     assert [str(w.message) for w in caught] == []
+
+
+def test_attributes_set_on_the_module_still_register_as_torch_expects(bn_net):
+    """The hook-name fast path in ``__setattr__`` leaves submodules and parameters alone."""
+    module = ClassifierModule(bn_net())
+    module.head = nn.Linear(2, 2)
+    module.scale = nn.Parameter(torch.ones(1))
+    module._current_fx_name = "training_step"
+    names = dict(module.named_parameters())
+    assert "head.weight" in names and "scale" in names
+    assert "head" in dict(module.named_children())
+    assert module._current_fx_name == "training_step"
+    assert "_current_fx_name" not in module._parameters
