@@ -56,7 +56,7 @@ def loaders(data, batch_size: int, seed: int, validate: bool) -> tuple[DataLoade
     return train, val if validate else None
 
 
-def lightning_fit(model: nn.Module, data, t: TrainConfig, seed: int, validate: bool) -> nn.Module:
+def mitigate_fit(model: nn.Module, data, t: TrainConfig, seed: int, validate: bool) -> nn.Module:
     train, val = loaders(data, t.batch_size, seed, validate)
     module = ClassifierModule(
         model,
@@ -146,6 +146,10 @@ def bare_fit(model: nn.Module, data, t: TrainConfig, seed: int, validate: bool) 
     return model.eval()
 
 
+def training_steps(data, t: TrainConfig) -> int:
+    return t.epochs * -(-len(data.splits.train) // t.batch_size)
+
+
 def median_ci(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% percentile-bootstrap interval of the median (seeded: same rounds, same interval)."""
     rng = random.Random(seed)
@@ -153,7 +157,7 @@ def median_ci(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[fl
     return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
-CONTENDERS = {"mitigate": lightning_fit, "bare": bare_fit, "plain": plain_fit}
+CONTENDERS = {"mitigate": mitigate_fit, "bare": bare_fit, "plain": plain_fit}
 
 
 def compare(initial: nn.Module, data, t: TrainConfig, seed: int, repeats: int, validate: bool):
@@ -176,14 +180,11 @@ def compare(initial: nn.Module, data, t: TrainConfig, seed: int, repeats: int, v
     seconds: dict[str, list[float]] = {name: [] for name in names}
     ratios: dict[str, list[float]] = {"mitigate": [], "bare": []}
     for i in range(repeats):
-        order = names[i % 3 :] + names[: i % 3]
+        first = i % len(names)
+        order = names[first:] + names[:first]
         results = {name: timed(CONTENDERS[name]) for name in order}
-        reference = results["plain"][1].state_dict()
-        same = all(
-            torch.equal(trained.state_dict()[k], reference[k])
-            for _, trained in results.values()
-            for k in reference
-        )
+        weights = [trained.state_dict() for _, trained in results.values()]
+        same = all(torch.equal(w[k], weights[0][k]) for w in weights[1:] for k in weights[0])
         for name, (s, _) in results.items():
             seconds[name].append(s)
         for name in ratios:
@@ -193,7 +194,7 @@ def compare(initial: nn.Module, data, t: TrainConfig, seed: int, repeats: int, v
             f"{seconds['bare'][-1]:7.3f} | {seconds['plain'][-1]:7.3f} | "
             f"{ratios['mitigate'][-1]:14.3f} | {ratios['bare'][-1]:10.3f} | {same}"
         )
-    steps = t.epochs * -(-len(data.splits.train) // t.batch_size)
+    steps = training_steps(data, t)
     plain = seconds["plain"]
     return {
         name: (
@@ -225,7 +226,7 @@ def main() -> None:
     c, h, w = data.input_shape
     torch.manual_seed(args.seed)
     initial = build_model(args.arch, in_channels=c, image_size=(h, w), num_classes=10)
-    steps = args.epochs * -(-len(data.splits.train) // t.batch_size)
+    steps = training_steps(data, t)
     print(
         f"{args.arch} on digits ({len(data.splits.train)} train, {len(data.splits.val)} val), "
         f"{args.epochs} epochs x batch {t.batch_size} = {steps} steps; "
