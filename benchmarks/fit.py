@@ -1,4 +1,4 @@
-"""Lightning's overhead per fit: ``mitigate.trainers.fit`` against a plain PyTorch loop.
+"""Lightning's overhead per fit: ``mitigate.trainers.fitting.fit`` against a plain PyTorch loop.
 
 All contenders train the same model from the same initial weights on the same data, in the same
 order (loaders with the same seeded generator), with the same optimiser (AdamW, cosine decay
@@ -49,9 +49,9 @@ from torch.utils.data import DataLoader
 
 from mitigate.config import Config, TrainConfig
 from mitigate.models import build_model
-from mitigate.pipeline import load_data
+from mitigate.runs.data import load_data
 from mitigate.trainers import ClassifierModule, MethodOptions, fit, images_loader
-from mitigate.trainers.fit import quiet_lightning
+from mitigate.trainers.fitting import quiet_lightning
 
 
 def loaders(data, batch_size: int, seed: int, validate: bool) -> tuple[DataLoader, DataLoader]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from mitigate.config import Config, override
-from mitigate.mitigation.compare import compare
+from mitigate.runs.compare import compare
 
 BASELINE = {"retrain__epochs": 5, "retrain__lr": 5e-4}
 SETTINGS = {

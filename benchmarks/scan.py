@@ -22,7 +22,7 @@ import torch
 
 from mitigate.config import Config
 from mitigate.data.evalset import build_groups, iter_batches
-from mitigate.pipeline import base_model, calibration_inputs, load_data, quantize_variants
+from mitigate.runs.session import Session
 from mitigate.scanning import scan
 
 
@@ -74,11 +74,9 @@ def main() -> None:
     torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     config = Config()
-    data = load_data(config)
-    model, _ = base_model(config, data)
-    variants = quantize_variants(
-        model, config.quantization.schemes, calibration_inputs(config, data)
-    )
+    session = Session.open(config)
+    data, model = session.data, session.model
+    variants = session.quantize(config.quantization.schemes)
     test = data.splits.test
     groups = build_groups(data.families, config.shifts.severities)
     batches = list(iter_batches(test, groups, batch_size=512, seed=config.seed))

@@ -11,11 +11,12 @@ not import torch until a name is used.
 - Find likely disagreements without labels: :func:`compute_score`, :data:`SCORES`,
   :func:`select`.
 - Lightning callbacks: :class:`DisagreementMonitor`, :class:`DisagreementMining`.
-- Mitigate: :data:`STRATEGIES` (named recipes, combinable with ``+``), :func:`retrain`,
-  :func:`compare`, :func:`account`; what in the quantized model causes disagreements:
-  :func:`layer_sensitivity`, :func:`greedy_fallback`, :func:`search_settings`; calibration
-  reliability: :func:`calibrate`.
-- The pipeline behind the CLI: :func:`load_config`, :class:`Config`, :func:`evaluate`.
+- Mitigate: :data:`STRATEGIES` (named recipes, combinable with ``+``), :func:`account`; what
+  in the quantized model causes disagreements: :func:`layer_sensitivity`,
+  :func:`greedy_fallback`, :func:`search_settings`.
+- The runs behind the CLI, one per command (``config -> result`` with ``.report``):
+  :func:`evaluate`, :func:`score`, :func:`sensitivity`, :func:`retrain`, :func:`compare`,
+  :func:`calibrate`, :func:`train`; :func:`load_config`, :class:`Config`, :class:`Session`.
 
 Example:
     >>> import torch, mitigate
@@ -54,23 +55,27 @@ _EXPORTS = {
     # Lightning callbacks
     "DisagreementMining": ".trainers.callbacks",
     "DisagreementMonitor": ".trainers.callbacks",
-    # the pipeline behind the CLI
+    # the runs behind the CLI: config -> result, one per command
     "Config": ".config",
     "load_config": ".config",
-    "evaluate": ".evaluation",
     "MitigateError": ".errors",
-    # mitigation: strategies, the runs behind `retrain` / `compare` / `calibrate`, and the
-    # accounting of removed and introduced disagreements
+    "Session": ".runs.session",
+    "evaluate": ".runs.evaluate",
+    "score": ".runs.score",
+    "sensitivity": ".runs.sensitivity",
+    "retrain": ".runs.retrain",
+    "compare": ".runs.compare",
+    "calibrate": ".runs.calibrate",
+    "train": ".runs.train",
+    # mitigation: strategies, the accounting of removed and introduced disagreements, and
+    # what in the quantized model causes disagreements
     "STRATEGIES": ".mitigation.strategies",
     "parse_strategy": ".mitigation.strategies",
     "strategy_names": ".mitigation.strategies",
-    "retrain": ".mitigation.retrain",
-    "compare": ".mitigation.compare",
     "account": ".mitigation.accounting",
     "layer_sensitivity": ".mitigation.sensitivity",
     "greedy_fallback": ".mitigation.fallback",
     "search_settings": ".mitigation.settings_search",
-    "calibrate": ".calibration.sweep",
 }
 _SUBMODULES = ("functional",)
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

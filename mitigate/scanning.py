@@ -6,21 +6,33 @@ the reference model's margin), never logits, so memory grows by a few bytes per 
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from mitigate.atomic import write_npz
 from mitigate.data.evalset import Batch, Group
 from mitigate.errors import MitigateError, unknown_choice
-from mitigate.reports.io import publish
 
-__all__ = ["Predictions", "scan"]
+__all__ = ["Predictions", "eval_mode", "forward_batches", "scan", "score_key"]
+
+
+def score_key(score: str, scheme: str) -> str:
+    """Where a scan keeps ``score`` for the copy ``scheme``: ``"margin"`` for a score of the FP
+    model alone, ``"kl@int8"`` for one that needs the quantized copy.
+
+    Example:
+        >>> score_key("margin", "int8"), score_key("kl", "int8")
+        ('margin', 'kl@int8')
+    """
+    from mitigate.selectors.scores import SCORES
+
+    return f"{score}@{scheme}" if SCORES[score].needs_quantized else score
 
 
 @dataclass(frozen=True)
@@ -68,16 +80,7 @@ class Predictions:
         }
         arrays.update({f"pred/{k}": v for k, v in self.variants.items()})
         arrays.update({f"score/{k}": v for k, v in self.scores.items()})
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **arrays)
-            publish(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Predictions:
@@ -108,7 +111,32 @@ class Predictions:
             raise MitigateError(f"cannot read predictions file {path}: {err}") from None
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put ``models`` in eval mode for the block and restore each one's mode afterwards."""
+    modes = [m.training for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+
+
+def forward_batches(
+    reference: nn.Module, variants: Mapping[str, nn.Module], batches: Iterable[Batch]
+) -> Iterator[tuple[Batch, Tensor, dict[str, Tensor]]]:
+    """Each batch with the logits of ``reference`` and of every variant, computed in eval mode
+    without gradients: the one loop behind every scan, pool selection included."""
+    with eval_mode(reference, *variants.values()):
+        for batch in batches:
+            with torch.no_grad():
+                logits = reference(batch.x)
+                outputs = {name: model(batch.x) for name, model in variants.items()}
+            yield batch, logits, outputs
+
+
 def scan(
     reference: nn.Module,
     variants: Mapping[str, nn.Module],
@@ -134,42 +162,32 @@ def scan(
         on_batch: called with each batch's input count once the batch is scanned (a
             progress bar).
     """
-    from mitigate.selectors import SCORES, compute_score
+    from mitigate.selectors.scores import SCORES, compute_score
 
     for score in scores:
         if score not in SCORES:
             raise unknown_choice("score", score, list(SCORES))
-    was_training = reference.training
-    reference.eval()
     columns: dict[str, list[np.ndarray]] = {"group": [], "index": [], "label": [], "fp": []}
     for name in variants:
         columns[f"pred/{name}"] = []
-    try:
-        for batch in batches:
-            fp_logits = reference(batch.x)
-            columns["group"].append(np.full(batch.y.shape[0], batch.group, dtype=np.int32))
-            columns["index"].append(batch.index.numpy())
-            columns["label"].append(batch.y.numpy())
-            columns["fp"].append(fp_logits.argmax(1).numpy())
+    for batch, fp_logits, outputs in forward_batches(reference, variants, batches):
+        columns["group"].append(np.full(batch.y.shape[0], batch.group, dtype=np.int32))
+        columns["index"].append(batch.index.numpy())
+        columns["label"].append(batch.y.numpy())
+        columns["fp"].append(fp_logits.argmax(1).numpy())
+        for score in scores:
+            if not SCORES[score].needs_quantized:
+                value = compute_score(score, fp_logits, index=batch.position, seed=seed)
+                columns.setdefault(f"score/{score}", []).append(value.float().numpy())
+        for name, q_logits in outputs.items():
+            columns[f"pred/{name}"].append(q_logits.argmax(1).numpy())
             for score in scores:
-                if not SCORES[score].needs_quantized:
-                    value = compute_score(score, fp_logits, index=batch.position, seed=seed)
-                    columns.setdefault(f"score/{score}", []).append(value.float().numpy())
-            for name, model in variants.items():
-                q_logits = model(batch.x)
-                columns[f"pred/{name}"].append(q_logits.argmax(1).numpy())
-                for score in scores:
-                    if SCORES[score].needs_quantized:
-                        value = compute_score(
-                            score, fp_logits, q_logits, index=batch.index, seed=seed
-                        )
-                        columns.setdefault(f"score/{score}@{name}", []).append(
-                            value.float().numpy()
-                        )
-            if on_batch is not None:
-                on_batch(int(batch.y.shape[0]))
-    finally:
-        reference.train(was_training)
+                if SCORES[score].needs_quantized:
+                    value = compute_score(score, fp_logits, q_logits, index=batch.index, seed=seed)
+                    key = f"score/{score_key(score, name)}"
+                    columns.setdefault(key, []).append(value.float().numpy())
+        if on_batch is not None:
+            on_batch(int(batch.y.shape[0]))
     if not columns["label"]:
         raise MitigateError("nothing to scan: the measurement set is empty")
     merged = {k: np.concatenate(v) for k, v in columns.items()}

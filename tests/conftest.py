@@ -57,3 +57,27 @@ def trained_tiny(digits_xy) -> nn.Module:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch) -> None:
     monkeypatch.setenv("MITIGATE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+# A small retrain/compare setup on digits: small splits, an MLP, two shifts (one held out).
+TINY_RETRAIN = dict(
+    data__train=300,
+    data__val=50,
+    data__calibration=50,
+    data__pool=100,
+    data__test=100,
+    model__arch="mlp",
+    train__epochs=3,
+    shifts__families=["gaussian-noise", "rotate"],
+    shifts__severities=[3],
+    shifts__held_out=["rotate"],
+    quantization__calibration_size=50,
+    retrain__epochs=1,
+    retrain__probe_size=150,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_retrain() -> dict:
+    """Config overrides (``override(Config(), **tiny_retrain)``) for a seconds-long run."""
+    return dict(TINY_RETRAIN)

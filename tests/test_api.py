@@ -19,7 +19,7 @@ def test_every_public_name_resolves():
 
 def test_functions_keep_their_names_when_their_modules_load():
     scan_module = importlib.import_module("mitigate.scanning")
-    evaluate_module = importlib.import_module("mitigate.evaluation")
+    evaluate_module = importlib.import_module("mitigate.runs.evaluate")
     assert mitigate.scan is scan_module.scan
     assert mitigate.evaluate is evaluate_module.evaluate
     from mitigate.scanning import Predictions

@@ -15,14 +15,9 @@ from mitigate.cli.app import app
 from mitigate.config import load_config, override
 from mitigate.data.evalset import iter_batches, split_seed
 from mitigate.errors import MitigateError
-from mitigate.pipeline import (
-    base_model,
-    calibration_inputs,
-    load_data,
-    measurement_groups,
-    model_meta,
-    train_model,
-)
+from mitigate.runs.base_model import base_model, model_meta, train_model
+from mitigate.runs.calibration import calibration_inputs
+from mitigate.runs.data import load_data, measurement_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -1,48 +1,33 @@
-"""PTQ calibration reliability: how the calibration set and method decide worst-group
-behaviour (``mitigate calibrate``), and named calibrations for ``evaluate`` / ``retrain``.
+"""The vocabulary of PTQ calibration: a :class:`~mitigate.calibration.settings.Setting` names
+the calibration data (source, size, sampling, augmentation) and method (observer, weight
+granularity, engine), and parses from preset names such as ``clean-256-minmax-qnnpack``.
 
-Names resolve lazily: importing this package does not import torch.
+The sets themselves are built by :mod:`mitigate.runs.calibration`; the ``mitigate
+calibrate`` sweep is :mod:`mitigate.runs.calibrate`. No torch import here.
 """
 
-from mitigate._lazy import lazy_exports
+from mitigate.calibration.settings import (
+    ENGINES,
+    FACTORS,
+    GRANULARITIES,
+    OBSERVERS,
+    SAMPLINGS,
+    SOURCES,
+    Setting,
+    check_setting,
+    parse_setting,
+    setting_of_scheme,
+)
 
-_EXPORTS = {
-    **{
-        name: ".settings"
-        for name in (
-            "ENGINES",
-            "FACTORS",
-            "GRANULARITIES",
-            "SAMPLINGS",
-            "SOURCES",
-            "Setting",
-            "check_setting",
-            "parse_setting",
-            "setting_of_scheme",
-        )
-    },
-    "available_inputs": ".inputs",
-    "calibration_families": ".inputs",
-    "calibration_set": ".inputs",
-    "activation_qparams": ".metrics",
-    "group_masks": ".metrics",
-    "group_metrics": ".metrics",
-    "GRIDS": ".plan",
-    "Planned": ".plan",
-    "baseline_setting": ".plan",
-    "check_sweep": ".plan",
-    "plan_settings": ".plan",
-    "CalibrateResult": ".sweep",
-    "calibrate": ".sweep",
-    "cell_predictions": ".sweep",
-    "combined_setting": ".sweep",
-    "summarize_cells": ".sweep",
-    "apply_preset": ".presets",
-    "best_file": ".presets",
-    "best_record": ".presets",
-    "preset_inputs": ".presets",
-    "resolve_preset": ".presets",
-    "save_best": ".presets",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [
+    "ENGINES",
+    "FACTORS",
+    "GRANULARITIES",
+    "OBSERVERS",
+    "SAMPLINGS",
+    "SOURCES",
+    "Setting",
+    "check_setting",
+    "parse_setting",
+    "setting_of_scheme",
+]

@@ -1,7 +1,6 @@
 """``mitigate calibrate``: how calibration data and method change worst-group disagreement.
 
-Also defines ``--calibration`` for ``evaluate`` and ``retrain`` (:data:`CalibrationOption`,
-:func:`with_calibration`).
+Also defines ``--calibration`` for ``evaluate`` and ``retrain`` (:data:`CalibrationOption`).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from mitigate.cli.common import (
     split_list,
 )
 
-__all__ = ["CalibrationOption", "calibrate_command", "with_calibration"]
+__all__ = ["CalibrationOption", "calibrate_command"]
 
 CalibrationOption = Annotated[
     str | None,
@@ -38,14 +37,6 @@ CalibrationOption = Annotated[
         "config), a best.json path, or a name such as clean-256-minmax-qnnpack.",
     ),
 ]
-
-
-def with_calibration(config: Any, calibration: str | None) -> Any:
-    """``config`` with ``--calibration`` (if given) set and its preset applied to the schemes."""
-    from mitigate.calibration.presets import apply_preset
-    from mitigate.config import override
-
-    return apply_preset(override(config, calibration__preset=calibration))
 
 
 @handle_errors
@@ -110,14 +101,16 @@ def calibrate_command(
     Finished cells live in ``<out>/cells/`` and a rerun resumes them; the recommended setting
     is saved as ``<out>/best.json`` and for ``evaluate``/``retrain --calibration best``.
     """
-    from mitigate.calibration.plan import plan_settings
-    from mitigate.calibration.plot import calibrate_plots
-    from mitigate.calibration.presets import best_file, best_record, save_best
-    from mitigate.calibration.report import calibrate_markdown, calibrate_table, varied
-    from mitigate.calibration.sweep import calibrate
     from mitigate.config import load_config, override
-    from mitigate.pipeline import load_data
-    from mitigate.reports.io import write_json
+    from mitigate.reports.calibrate import (
+        calibrate_markdown,
+        calibrate_plots,
+        calibrate_table,
+        varied,
+    )
+    from mitigate.runs.calibrate import calibrate, plan_settings
+    from mitigate.runs.calibration import best_file, save_best
+    from mitigate.runs.data import load_data
 
     cfg = override(
         load_config(config),
@@ -153,10 +146,9 @@ def calibrate_command(
         for row in report["rows"]:
             for note in row["notes"]:
                 ui.print(f"note ({varied(row)}): {note}", highlight=False)
-        record = best_record(cfg, report) if report.get("recommendation") else None
-        if record is not None:
+        if result.best is not None:
             ui.print(report["recommendation"]["line"], highlight=False)
-            save_best(cfg, record)
+            save_best(cfg, result.best)
             ui.print(f"saved as 'best' for --calibration: {best_file(cfg)}", highlight=False)
         ui.print(
             f"{report['cells']['total']} cells ({report['cells']['reused']} reused from "
@@ -168,6 +160,6 @@ def calibrate_command(
             report,
             markdown=calibrate_markdown,
             plots=lambda: calibrate_plots(report),
-            data=None if record is None else lambda stage: write_json(stage / "best.json", record),
+            data=result.write_data,
             fmt=fmt,
         )

@@ -73,7 +73,6 @@ __all__ = [
     "fail",
     "handle_errors",
     "model_line",
-    "show_progress",
     "split_list",
 ]
 
@@ -230,12 +229,6 @@ def model_line(report: dict[str, Any]) -> str:
     )
 
 
-def show_progress(quiet: bool) -> bool:
-    """Progress bars only on a terminal: not with ``--quiet``, not when output is redirected
-    (Lightning's bar writes to stdout, rich's to stderr)."""
-    return not quiet and sys.stderr.isatty() and sys.stdout.isatty()
-
-
 def command_line() -> str:
     """The command that was run, rebuilt from the options given on the command line: long
     option names, in the command's own order, defaults left out (click keeps no raw argv),
@@ -307,7 +300,7 @@ class Output:
             console.print(*objects, **kwargs)
 
     def emit_json(self, obj: Any) -> None:
-        """Write ``obj`` to the real stdout exactly as :func:`~mitigate.reports.io.write_json`
+        """Write ``obj`` to the real stdout exactly as :func:`~mitigate.atomic.write_json`
         writes it to a file."""
         self._stdout.write(json.dumps(obj, indent=2, allow_nan=True) + "\n")
         self._stdout.flush()
@@ -406,7 +399,7 @@ def emit_report(
     Writes ``report.json`` (the report plus ``provenance``: the command line, Python and
     platform), ``report.md`` (``markdown(report, plots)``), the PNG plots, and with
     ``fmt="html"`` a self-contained ``report.html``, all staged and swapped into ``out``
-    together (:func:`mitigate.reports.bundle.write_report`): a crash leaves the previous
+    together (:func:`mitigate.reports.writer.write_report`): a crash leaves the previous
     report intact; other entries of ``out`` (e.g. ``cells/``) are never touched.
 
     Args:
@@ -414,14 +407,14 @@ def emit_report(
         out: the report directory.
         report: the JSON-able report of the run.
         markdown: ``(report, plots) -> str``, embedding each plot (``md_plots``).
-        plots: builds the :class:`~mitigate.reports.bundle.Plot` list (under a spinner).
+        plots: builds the :class:`~mitigate.reports.writer.Plot` list (under a spinner).
         data: writes data files (e.g. ``predictions.npz``) into the staging directory.
         fmt: ``md`` or ``html``.
 
     Returns:
         The report as written to ``report.json``.
     """
-    from mitigate.reports.bundle import write_report
+    from mitigate.reports.writer import write_report
 
     report = _provenance(report)
     with ui.status("writing the report"):

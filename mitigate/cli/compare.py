@@ -57,9 +57,8 @@ def compare_command(
     when a run completes.
     """
     from mitigate.config import load_config, override
-    from mitigate.mitigation.compare import compare, plan_cells
-    from mitigate.reports.compare_tables import best_line, compare_markdown, compare_table
-    from mitigate.reports.plots import compare_plots
+    from mitigate.reports.compare import best_line, compare_markdown, compare_plots, compare_table
+    from mitigate.runs.compare import compare, plan_cells
 
     cfg = override(
         load_config(config),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mitigate.cli.calibrate import CalibrationOption, with_calibration
+from mitigate.cli.calibrate import CalibrationOption
 from mitigate.cli.common import (
     ConfigOption,
     FormatOption,
@@ -49,9 +49,8 @@ def evaluate_command(
 ) -> None:
     """Measure disagreements per shift, severity, class and worst group."""
     from mitigate.config import load_config, override
-    from mitigate.evaluation import evaluate, write_evaluation
-    from mitigate.reports.plots import evaluate_plots
-    from mitigate.reports.tables import evaluate_markdown, evaluate_tables
+    from mitigate.reports.evaluate import evaluate_markdown, evaluate_plots, evaluate_tables
+    from mitigate.runs.evaluate import evaluate
 
     cfg = override(
         load_config(config),
@@ -59,8 +58,8 @@ def evaluate_command(
         quantization__schemes=split_list(schemes),
         shifts__families=split_list(shifts),
         shifts__severities=split_list(severities),
+        calibration__preset=calibration,
     )
-    cfg = with_calibration(cfg, calibration)
     out = check_out(out or Path("runs") / "evaluate")
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.counter("scanning inputs") as count:
@@ -76,6 +75,6 @@ def evaluate_command(
             report,
             markdown=evaluate_markdown,
             plots=lambda: evaluate_plots(report),
-            data=lambda stage: write_evaluation(result, stage),
+            data=result.write_data,
             fmt=fmt,
         )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mitigate.cli.calibrate import CalibrationOption, with_calibration
+from mitigate.cli.calibrate import CalibrationOption
 from mitigate.cli.common import (
     ConfigOption,
     FormatOption,
@@ -72,9 +72,8 @@ def retrain_command(
 ) -> None:
     """Mitigate one scheme's disagreements and count removed, introduced and accuracy."""
     from mitigate.config import load_config, override
-    from mitigate.mitigation.retrain import retrain, write_retrain
-    from mitigate.reports.plots import retrain_plots
-    from mitigate.reports.retrain_tables import headline, retrain_markdown, retrain_tables
+    from mitigate.reports.retrain import headline, retrain_markdown, retrain_plots, retrain_tables
+    from mitigate.runs.retrain import retrain
 
     cfg = override(
         load_config(config),
@@ -86,8 +85,8 @@ def retrain_command(
         retrain__scheme=scheme,
         retrain__epochs=epochs,
         retrain__control=control,
+        calibration__preset=calibration,
     )
-    cfg = with_calibration(cfg, calibration)
     out = check_out(out or Path("runs") / "retrain")
     with Output(quiet=quiet, as_json=as_json) as ui:
         result = retrain(cfg, checkpoint=model, progress=ui.progress, scans=ui.counter)
@@ -107,6 +106,6 @@ def retrain_command(
             report,
             markdown=retrain_markdown,
             plots=lambda: retrain_plots(report),
-            data=lambda stage: write_retrain(result, stage),
+            data=result.write_data,
             fmt=fmt,
         )

@@ -83,9 +83,8 @@ def score_command(
 ) -> None:
     """Rank the disagreement scores by how well they find each copy's disagreements."""
     from mitigate.config import load_config, override
-    from mitigate.reports.plots import score_plots
-    from mitigate.reports.score_tables import score_markdown, score_table, winner_lines
-    from mitigate.scoring import run_scoring, write_scoring
+    from mitigate.reports.score import score_markdown, score_plots, score_table, winner_lines
+    from mitigate.runs.score import score
 
     cfg = override(
         load_config(config),
@@ -96,7 +95,7 @@ def score_command(
     out = check_out(out or Path("runs") / "score")
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.counter("scanning inputs") as count:
-            result = run_scoring(
+            result = score(
                 cfg,
                 checkpoint=model,
                 split=split,
@@ -117,6 +116,6 @@ def score_command(
             report,
             markdown=score_markdown,
             plots=lambda: score_plots(report, result.predictions),
-            data=lambda stage: write_scoring(result, stage),
+            data=result.write_data,
             fmt=fmt,
         )

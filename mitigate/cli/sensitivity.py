@@ -22,7 +22,9 @@ from mitigate.cli.common import (
     handle_errors,
     model_line,
 )
-from mitigate.mitigation.sensitivity_report import PROBE_SIZE
+
+# The run's default, kept here so --help need not import torch; a test keeps them equal.
+PROBE_SIZE = 2000
 
 __all__ = ["sensitivity_command"]
 
@@ -60,18 +62,18 @@ def sensitivity_command(
 ) -> None:
     """Rank layers by the disagreements that quantizing them causes (no labels needed)."""
     from mitigate.config import load_config, override
-    from mitigate.mitigation.sensitivity_report import sensitivity_report, write_sensitivity
-    from mitigate.reports.plots import sensitivity_plots
-    from mitigate.reports.sensitivity_tables import (
+    from mitigate.reports.sensitivity import (
         sensitivity_markdown,
+        sensitivity_plots,
         sensitivity_summary,
         sensitivity_table,
     )
+    from mitigate.runs.sensitivity import sensitivity
 
     cfg = override(load_config(config), seed=seed)
     out = check_out(out or Path("runs") / "sensitivity")
     with Output(quiet=quiet, as_json=as_json) as ui:
-        report = sensitivity_report(
+        result = sensitivity(
             cfg,
             checkpoint=model,
             scheme=scheme,
@@ -79,6 +81,7 @@ def sensitivity_command(
             selector=selector,
             progress=ui.progress,
         )
+        report = result.report
         ui.print(sensitivity_table(report))
         ui.print()
         ui.print(sensitivity_summary(report))
@@ -89,6 +92,6 @@ def sensitivity_command(
             report,
             markdown=sensitivity_markdown,
             plots=lambda: sensitivity_plots(report),
-            data=lambda stage: write_sensitivity(report, stage),
+            data=result.write_data,
             fmt=fmt,
         )

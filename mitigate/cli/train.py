@@ -48,37 +48,24 @@ def train_command(
 ) -> None:
     """Train a base model on the configured data and save it (clean test accuracy printed)."""
     from mitigate.config import load_config, override
-    from mitigate.models import save_checkpoint
-    from mitigate.pipeline import load_data, model_meta, test_accuracy, train_model
-    from mitigate.quantization import scheme_label
-    from mitigate.trainers import check_train_config
+    from mitigate.runs.train import train
 
     cfg = override(
         load_config(config), seed=seed, model__arch=arch, train__method=method, train__epochs=epochs
     )
-    check_train_config(cfg.train)  # before loading data or training anything
     folder = check_out(out or Path("runs") / "train")
     with Output(quiet=quiet, as_json=as_json) as ui:
-        data = load_data(cfg)
-        trained = train_model(cfg, data, progress=ui.progress, full=True)
-        path = folder / f"{cfg.model.arch}-{cfg.train.method}-seed{cfg.seed}.pt"
-        accuracy = test_accuracy(trained.model, data)
-        meta = model_meta(cfg, data) | {"test_accuracy": accuracy}
-        lines = [
+        result = train(cfg, folder, progress=ui.progress)
+        report = result.report
+        ui.print(
             f"{cfg.model.arch} ({cfg.train.method}, seed {cfg.seed}): clean test accuracy "
-            f"{accuracy:.2%}"
-        ]
-        if trained.prepared is not None:
-            label = scheme_label(trained.scheme)
-            int8_accuracy = test_accuracy(trained.quantized(), data)
-            # The checkpoint holds the float weights taken out of the QAT model.
-            meta |= {"qat_trained": True, "qat_scheme": label, "qat_test_accuracy": int8_accuracy}
-            lines.append(
-                f"{label} model converted from QAT: clean test accuracy {int8_accuracy:.2%}"
+            f"{report['test_accuracy']:.2%}"
+        )
+        if report.get("qat_trained"):
+            ui.print(
+                f"{report['qat_scheme']} model converted from QAT: clean test accuracy "
+                f"{report['qat_test_accuracy']:.2%}"
             )
-        save_checkpoint(path, trained.model, meta)
-        for line in lines:
-            ui.print(line)
-        ui.print(f"wrote {path}", highlight=False)
+        ui.print(f"wrote {result.checkpoint}", highlight=False)
         if ui.as_json:
-            ui.emit_json({"checkpoint": str(path), **meta})
+            ui.emit_json(report)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "load_fashion_mnist": ".idx",
     "load_cifar10": ".cifar",
     "load_npz": ".npz",
+    "Data": ".dataset",
     "SplitSizes": ".splits",
     "Splits": ".splits",
     "make_splits": ".splits",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mitigate.data.base import LabelledData
 from mitigate.data.images import LabelledImages
 from mitigate.errors import MitigateError
 
@@ -80,14 +81,14 @@ class Splits:
             others into ``data``. Lets a report trace every input back to its file.
     """
 
-    train: LabelledImages
-    val: LabelledImages
-    calibration: LabelledImages
-    pool: LabelledImages
-    test: LabelledImages
+    train: LabelledData
+    val: LabelledData
+    calibration: LabelledData
+    pool: LabelledData
+    test: LabelledData
     indices: dict[str, Tensor]
 
-    def as_dict(self) -> dict[str, LabelledImages]:
+    def as_dict(self) -> dict[str, LabelledData]:
         """Split name -> images, in :data:`SPLIT_NAMES` order."""
         return {name: getattr(self, name) for name in SPLIT_NAMES}
 

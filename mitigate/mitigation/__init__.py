@@ -20,9 +20,6 @@ _EXPORTS = {
     "search_settings": ".settings_search",
     "deployment_cost": ".deployment",
     "serialized_size": ".deployment",
-    "selected_pool_inputs": ".probe",
-    "sensitivity_report": ".sensitivity_report",
-    "write_sensitivity": ".sensitivity_report",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

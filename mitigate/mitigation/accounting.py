@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mitigate.counting import InputGroups, worst
 from mitigate.scanning import Predictions
 
 __all__ = ["MODELS", "account", "counts"]
@@ -63,24 +64,23 @@ def account(pred: Predictions) -> dict[str, Any]:
     def of(mask: np.ndarray) -> dict[str, Any]:
         return counts(pred.label[mask], pred.reference[mask], q0[mask], f1[mask], q1[mask])
 
-    kind = np.array([g.kind for g in pred.groups])[pred.group]
-    held = np.array([g.held_out for g in pred.groups], dtype=bool)[pred.group]
-    shift = np.array([g.shift or "" for g in pred.groups])[pred.group]
+    cols = InputGroups.of(pred)
     groups = [
         {"name": g.name, "held_out": g.held_out} | of(pred.group == i)
         for i, g in enumerate(pred.groups)
     ]
-    families = list(dict.fromkeys(g.shift for g in pred.groups if g.shift))
-    by_shift = [{"name": "clean"} | of(kind == "clean")]
+    by_shift = [{"name": "clean"} | of(cols.kind == "clean")]
     by_shift += [
-        {"name": f, "held_out": bool(held[shift == f].any())} | of(shift == f) for f in families
+        {"name": f, "held_out": bool(cols.held_out[cols.shift == f].any())} | of(cols.shift == f)
+        for f in cols.synthetic_families(pred.groups)
     ]
+    shifted = cols.kind == "shifted"
     totals = {
         "all": of(np.ones(len(pred), dtype=bool)),
-        "clean": of(kind == "clean"),
-        "seen_shifts": of((kind == "shifted") & ~held),
-        "held_out_shifts": of((kind == "shifted") & held),
-        "natural": of(kind == "natural"),
+        "clean": of(cols.kind == "clean"),
+        "seen_shifts": of(shifted & ~cols.held_out),
+        "held_out_shifts": of(shifted & cols.held_out),
+        "natural": of(cols.kind == "natural"),
     }
     return {"totals": totals, "groups": groups, "by_shift": by_shift, "worst_group": _worst(groups)}
 
@@ -101,7 +101,7 @@ def _worst(groups: list[dict[str, Any]]) -> dict[str, Any]:
         }
 
     return {
-        "before": row(max(measured, key=lambda g: g["before"] / g["n"])),
-        "after": row(max(measured, key=lambda g: g["after"] / g["n"])),
-        "q1_accuracy": row(min(measured, key=lambda g: g["accuracy"]["q1"])),
+        "before": row(worst(measured, lambda g: g["before"] / g["n"])),
+        "after": row(worst(measured, lambda g: g["after"] / g["n"])),
+        "q1_accuracy": row(worst(measured, lambda g: g["accuracy"]["q1"], lowest=True)),
     }

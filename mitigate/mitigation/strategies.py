@@ -35,8 +35,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mitigate.config import Config
+from mitigate.data.base import LabelledData
 from mitigate.errors import MitigateError, unknown_choice
+from mitigate.quantization.schemes import Scheme
+from mitigate.selectors.pool import Selected
+from mitigate.trainers.settings import TrainConfig
 
 __all__ = [
     "STRATEGIES",
@@ -44,35 +47,30 @@ __all__ = [
     "Selected",
     "State",
     "Strategy",
+    "StrategySettings",
     "parse_strategy",
     "strategy_names",
 ]
 
 
 @dataclass(frozen=True)
-class Selected:
-    """The pool inputs a selector picked.
+class StrategySettings:
+    """What the steps read from a run's configuration.
 
     Attributes:
-        x: ``float [K, C, H, W]`` images or ``int64 [K, max_len]`` token ids.
-        y: ``int64 [K]`` true labels, read only by strategies that use labels (a labeller).
-        meta: ``K`` pairs (pool group name, index in the pool split).
+        train: the training settings the training steps start from (batch size, weight
+            decay, the methods' options, ``selected_weight``).
+        epochs: fine-tuning epochs.
+        lr: fine-tuning learning rate.
+        max_float_layers: at most this many layers ``fallback`` keeps in float (0 = no limit).
+        max_float_params: at most this share of the parameters in float (0 = no limit).
     """
 
-    x: Tensor
-    y: Tensor
-    meta: list[tuple[str, int]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    def without_inputs(self) -> Selected:
-        """An empty selection of the same input shape: the control run."""
-        return Selected(self.x[:0], self.y[:0], [])
-
-    def head(self, k: int) -> Selected:
-        """The first ``k`` picks (selection is in pick order, best first)."""
-        return Selected(self.x[:k], self.y[:k], self.meta[:k])
+    train: TrainConfig
+    epochs: int = 5
+    lr: float = 5e-4
+    max_float_layers: int = 2
+    max_float_params: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ class Context:
     """What every step may read; nothing here is modified.
 
     Attributes:
-        config: the run configuration (``retrain`` and ``train`` sections drive the steps).
+        settings: what the steps read from the run's configuration.
         original: f0, the FP model the user validated; the reference of every count.
         train: the labelled training split (a ``LabelledData``: images or texts).
         selected: the selected pool inputs (the budget).
@@ -90,9 +88,9 @@ class Context:
         progress: show training progress.
     """
 
-    config: Config
+    settings: StrategySettings
     original: nn.Module
-    train: Any
+    train: LabelledData
     selected: Selected
     probe: Tensor
     seed: int
@@ -114,7 +112,7 @@ class State:
 
     fp_model: nn.Module
     quantized: nn.Module
-    scheme: Any
+    scheme: Scheme
     calibration: Tensor
     notes: dict[str, Any] = field(default_factory=dict)
     used_labels: bool = False
@@ -153,7 +151,7 @@ def _labelled_loader(ctx: Context) -> DataLoader:
     """Training split plus the selected inputs with their true labels; the selected inputs
     carry ``train.selected_weight`` as per-sample loss weight."""
     train = ctx.train
-    weight = ctx.config.train.selected_weight
+    weight = ctx.settings.train.selected_weight
     x = torch.cat([train.batch(slice(None)), ctx.selected.x])
     y = torch.cat([train.labels, ctx.selected.y])
     w = torch.cat([torch.ones(len(train)), torch.full((len(ctx.selected),), float(weight))])
@@ -167,7 +165,7 @@ def _unlabelled_loader(ctx: Context) -> DataLoader:
     train, k = ctx.train, len(ctx.selected)
     x = torch.cat([train.batch(slice(None)), ctx.selected.x])
     placeholder = torch.full((len(x),), -1, dtype=torch.long)
-    weight = float(ctx.config.train.selected_weight)
+    weight = float(ctx.settings.train.selected_weight)
     w = torch.cat([torch.ones(len(train)), torch.full((k,), weight)])
     return _loader(ctx, TensorDataset(x, placeholder, w))
 
@@ -175,16 +173,16 @@ def _unlabelled_loader(ctx: Context) -> DataLoader:
 def _loader(ctx: Context, dataset: TensorDataset) -> DataLoader:
     generator = torch.Generator().manual_seed(ctx.seed)
     return DataLoader(
-        dataset, batch_size=ctx.config.train.batch_size, shuffle=True, generator=generator
+        dataset, batch_size=ctx.settings.train.batch_size, shuffle=True, generator=generator
     )
 
 
-def _settings(ctx: Context, method: str, scheme: Any) -> Any:
+def _settings(ctx: Context, method: str, scheme: Scheme) -> TrainConfig:
     from mitigate.quantization import scheme_label
 
-    r = ctx.config.retrain
+    r = ctx.settings
     return dataclasses.replace(
-        ctx.config.train, method=method, epochs=r.epochs, lr=r.lr, qat_scheme=scheme_label(scheme)
+        r.train, method=method, epochs=r.epochs, lr=r.lr, qat_scheme=scheme_label(scheme)
     )
 
 
@@ -216,8 +214,8 @@ def _train(ctx: Context, state: State, method: str, labelled: bool, qat: bool) -
             if qat
             else None
         ),
-        "epochs": ctx.config.retrain.epochs,
-        "lr": ctx.config.retrain.lr,
+        "epochs": ctx.settings.epochs,
+        "lr": ctx.settings.lr,
         "training_inputs": len(ctx.train) + len(ctx.selected),
         "selected_inputs": len(ctx.selected),
     }
@@ -263,7 +261,7 @@ def _fallback(ctx: Context, state: State) -> State:
 
     _require_static(state.scheme, "fallback")
     _require_probe(ctx, "fallback")
-    r = ctx.config.retrain
+    r = ctx.settings
     result = greedy_fallback(
         state.fp_model,
         state.scheme,
@@ -281,7 +279,7 @@ def _fallback(ctx: Context, state: State) -> State:
     return dataclasses.replace(state, quantized=quantized, scheme=result.scheme, notes=notes)
 
 
-def _require_static(scheme: Any, strategy: str) -> None:
+def _require_static(scheme: Scheme, strategy: str) -> None:
     from mitigate.quantization import Int8Static, scheme_label
 
     if not isinstance(scheme, Int8Static):
@@ -291,7 +289,7 @@ def _require_static(scheme: Any, strategy: str) -> None:
         )
 
 
-def _require_qat(scheme: Any, strategy: str) -> None:
+def _require_qat(scheme: Scheme, strategy: str) -> None:
     """qat and distill train with fake quantization: static int8 (torch.ao), or the weight
     rounding of int8-dynamic / int4-weight (the only kind LSTM and GRU models can get)."""
     from mitigate.quantization import scheme_label

@@ -8,6 +8,7 @@ from mitigate._lazy import lazy_exports
 _EXPORTS = {
     "QuantizedModel": ".api",
     "RECURRENT_SCHEMES": ".api",
+    "activation_qparams": ".inspect",
     "check_supported": ".api",
     "quantize": ".api",
     **{

@@ -1,21 +1,16 @@
-"""Report writers: JSON/NPZ files, summaries, terminal tables, Markdown/HTML and plots.
-
-:func:`write_report` publishes one run's files (``report.json``, ``report.md``, optional
-``report.html``, PNG plots, data files) into a directory all at once; :mod:`.plots` draws the
-figures (matplotlib, headless).
+"""One rendering module per command — ``mitigate/reports/<command>.py`` holds its terminal
+tables, its ``report.md`` and its plots — and one writer (:mod:`.writer`) that publishes a
+run's files at once. Reports read the plain report dicts the runs return; they never run
+anything. Shared pieces: :mod:`.tables` (tables that wrap, never cut), :mod:`.figures`
+(headless matplotlib), :mod:`.markdown` (Markdown and self-contained HTML).
 """
 
 from mitigate._lazy import lazy_exports
 
 _EXPORTS = {
-    "Plot": ".bundle",
+    "Plot": ".writer",
     "markdown_to_html": ".markdown",
-    "read_json": ".io",
-    "summarize": ".summary",
-    "write_bytes": ".io",
-    "write_json": ".io",
-    "write_report": ".bundle",
-    "write_text": ".io",
+    "write_report": ".writer",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

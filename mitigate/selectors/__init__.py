@@ -8,51 +8,35 @@ Example:
     tensor([1, 2])
 """
 
-from __future__ import annotations
+from mitigate._lazy import lazy_exports
 
-from mitigate.selectors.detection import (
-    PROTOCOLS,
-    detection_metrics,
-    evaluate_scores,
-    paper_protocol,
-)
-from mitigate.selectors.scores import (
-    SCORES,
-    ScoreSpec,
-    compute_score,
-    compute_scores,
-    entropy_score,
-    gini_score,
-    kl_score,
-    least_confidence_score,
-    margin_score,
-    oracle_score,
-    random_score,
-    score_names,
-    top1_diff_score,
-)
-from mitigate.selectors.selection import resolve_budget, select
-from mitigate.selectors.streaming import StreamingTopK
-
-__all__ = [
-    "PROTOCOLS",
-    "SCORES",
-    "ScoreSpec",
-    "StreamingTopK",
-    "compute_score",
-    "compute_scores",
-    "detection_metrics",
-    "entropy_score",
-    "evaluate_scores",
-    "gini_score",
-    "kl_score",
-    "least_confidence_score",
-    "margin_score",
-    "oracle_score",
-    "paper_protocol",
-    "random_score",
-    "resolve_budget",
-    "score_names",
-    "select",
-    "top1_diff_score",
-]
+_EXPORTS = {
+    **{name: ".detection" for name in ("PROTOCOLS", "detection_metrics", "evaluate_scores")},
+    "paper_protocol": ".detection",
+    **{
+        name: ".scores"
+        for name in (
+            "SCORES",
+            "ScoreSpec",
+            "compute_score",
+            "compute_scores",
+            "entropy_score",
+            "gini_score",
+            "kl_score",
+            "least_confidence_score",
+            "margin_score",
+            "oracle_score",
+            "random_score",
+            "score_names",
+            "top1_diff_score",
+        )
+    },
+    "resolve_budget": ".selection",
+    "select": ".selection",
+    "StreamingTopK": ".streaming",
+    "Selected": ".pool",
+    "check_selector": ".pool",
+    "select_from_pool": ".pool",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

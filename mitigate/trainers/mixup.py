@@ -1,7 +1,7 @@
 """Mixup (Zhang et al., 2018): train on convex combinations of pairs of inputs and labels.
 
 One ``lam ~ Beta(alpha, alpha)`` per batch and a random pairing ``perm`` of the batch with
-itself; both come from torch's global generator, which :func:`mitigate.trainers.fit.fit` seeds,
+itself; both come from torch's global generator, which :func:`mitigate.trainers.fitting.fit` seeds,
 so a run is repeatable under its seed.
 """
 

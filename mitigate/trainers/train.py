@@ -4,7 +4,7 @@ model — every step explicit, the caller's model never modified.
 Example:
     >>> import torch
     >>> from torch.utils.data import DataLoader, TensorDataset
-    >>> from mitigate.config import TrainConfig
+    >>> from mitigate.trainers.settings import TrainConfig
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     >>> data = TensorDataset(torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,)))
     >>> settings = TrainConfig(method="qat", epochs=1)
@@ -25,11 +25,10 @@ import pytorch_lightning as pl
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mitigate.config import TrainConfig
 from mitigate.errors import MitigateError
 from mitigate.quantization.api import QuantizedModel
 from mitigate.quantization.schemes import Scheme
-from mitigate.trainers.fit import fit
+from mitigate.trainers.fitting import fit
 from mitigate.trainers.methods import MethodOptions, get_method
 from mitigate.trainers.module import ClassifierModule
 from mitigate.trainers.qat import (
@@ -39,6 +38,7 @@ from mitigate.trainers.qat import (
     prepare_qat_model,
     qat_scheme,
 )
+from mitigate.trainers.settings import TrainConfig
 
 __all__ = ["Trained", "check_train_config", "train_classifier"]
 

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from mitigate.calibration.plan import baseline_setting, check_sweep
-from mitigate.calibration.presets import apply_preset, resolve_preset
 from mitigate.calibration.settings import Setting, parse_setting, setting_of_scheme
 from mitigate.config import Config, override
 from mitigate.errors import MitigateError
 from mitigate.quantization import Int8Static, parse_scheme, scheme_label
+from mitigate.runs.calibrate import check_sweep
+from mitigate.runs.calibration import apply_preset, baseline_setting, resolve_preset
 
 
 def test_names_round_trip_and_partial_names_fill_from_the_base():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mitigate.atomic import read_json
 from mitigate.cli.app import app
-from mitigate.reports.io import read_json
-from mitigate.reports.summary import summarize
+from mitigate.counting import summarize
 from mitigate.scanning import Predictions
 
 runner = CliRunner()

@@ -15,9 +15,9 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from mitigate.atomic import read_json
 from mitigate.cli.app import app
-from mitigate.reports.bundle import MANIFEST
-from mitigate.reports.io import read_json
+from mitigate.reports.writer import MANIFEST
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -99,7 +99,7 @@ def test_provenance_names_the_exact_command_versions_and_seed(runs, command):
 
 
 def test_a_crash_mid_report_keeps_the_previous_report_and_the_cells(runs, tmp_path, monkeypatch):
-    from mitigate.reports import plots
+    from mitigate.reports import figures
 
     _, original, args = runs["compare"]
     out = tmp_path / "compare"
@@ -107,13 +107,13 @@ def test_a_crash_mid_report_keeps_the_previous_report_and_the_cells(runs, tmp_pa
     args = [*args[:4], str(out), *args[5:]]
     report_files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     cells = {p: p.read_bytes() for p in (out / "cells").rglob("*.json")}
-    real_save = plots.save_png
+    real_save = figures.save_png
 
     def save_then_crash(fig, path, **kwargs):
         real_save(fig, path, **kwargs)  # the first file of the new report is written ...
         raise RuntimeError("killed mid-report")  # ... then the run dies
 
-    monkeypatch.setattr(plots, "save_png", save_then_crash)
+    monkeypatch.setattr(figures, "save_png", save_then_crash)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     crashed = runner.invoke(app, args)
     assert crashed.exit_code == 1
@@ -126,7 +126,7 @@ def test_a_crash_mid_report_keeps_the_previous_report_and_the_cells(runs, tmp_pa
     assert json.loads((out / "report.json").read_text())["command"] == "compare"
     assert [p.name for p in out.iterdir() if p.is_dir()] == ["cells"]  # no staging left
 
-    monkeypatch.setattr(plots, "save_png", real_save)
+    monkeypatch.setattr(figures, "save_png", real_save)
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     report = json.loads(again.stdout)
@@ -198,12 +198,12 @@ def test_an_out_that_is_a_file_fails_before_any_work(tiny_config, tmp_path):
 def test_an_unexpected_exception_is_exit_1_with_the_traceback_saved(
     tiny_config, tmp_path, monkeypatch
 ):
-    import mitigate.evaluation
+    import mitigate.runs.evaluate
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("division by zero [in the scan]")
 
-    monkeypatch.setattr(mitigate.evaluation, "evaluate", boom)
+    monkeypatch.setattr(mitigate.runs.evaluate, "evaluate", boom)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = runner.invoke(app, ["evaluate", "-c", str(tiny_config), "-o", str(tmp_path / "e")])
     assert result.exit_code == 1

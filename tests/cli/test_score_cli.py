@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from mitigate.atomic import read_json
 from mitigate.cli.app import app
 from mitigate.cli.score import PROTOCOL_CHOICES, SCORE_CHOICES, SPLIT_CHOICES
-from mitigate.reports.io import read_json
-from mitigate.scanning import Predictions
-from mitigate.scoring import SPLITS, score_key
+from mitigate.runs.score import SPLITS
+from mitigate.scanning import Predictions, score_key
 from mitigate.selectors import PROTOCOLS, detection_metrics, score_names
 
 TINY = """

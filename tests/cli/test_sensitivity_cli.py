@@ -6,8 +6,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from mitigate.atomic import read_json
 from mitigate.cli.app import app
-from mitigate.reports.io import read_json
 
 runner = CliRunner()
 

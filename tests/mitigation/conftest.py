@@ -70,27 +70,3 @@ def probe(digits_xy) -> torch.Tensor:
     x = digits_xy[0][1300:1700]
     generator = torch.Generator().manual_seed(1)
     return (x + 0.25 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-# A small retrain/compare setup on digits: small splits, an MLP, two shifts (one held out).
-TINY_RETRAIN = dict(
-    data__train=300,
-    data__val=50,
-    data__calibration=50,
-    data__pool=100,
-    data__test=100,
-    model__arch="mlp",
-    train__epochs=3,
-    shifts__families=["gaussian-noise", "rotate"],
-    shifts__severities=[3],
-    shifts__held_out=["rotate"],
-    quantization__calibration_size=50,
-    retrain__epochs=1,
-    retrain__probe_size=150,
-)
-
-
-@pytest.fixture(scope="session")
-def tiny_retrain() -> dict:
-    """Config overrides (``override(Config(), **tiny_retrain)``) for a seconds-long run."""
-    return dict(TINY_RETRAIN)

@@ -48,7 +48,7 @@ def scan() -> Predictions:
 
 @pytest.fixture(scope="session")
 def evaluate_report(scan) -> dict:
-    from mitigate.reports.summary import summarize
+    from mitigate.counting import summarize
 
     return {
         "command": "evaluate",

@@ -6,8 +6,8 @@ from matplotlib.container import BarContainer
 from matplotlib.patches import Rectangle
 from sklearn.metrics import roc_auc_score
 
-from mitigate.reports import plots
-from mitigate.reports.plots import save_png, series_lines
+from mitigate.reports import compare, evaluate, retrain, score, sensitivity
+from mitigate.reports.figures import save_png, series_lines
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -18,16 +18,16 @@ def _panels(fig):
 
 
 def test_save_png_writes_a_valid_deterministic_png(tmp_path, evaluate_report):
-    fig = plots.severity_lines(evaluate_report)
+    fig = evaluate.severity_lines(evaluate_report)
     data = save_png(fig, tmp_path / "a.png")
-    again = save_png(plots.severity_lines(evaluate_report), tmp_path / "b.png")
+    again = save_png(evaluate.severity_lines(evaluate_report), tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() == data and data.startswith(PNG)
     assert len(data) > 1000
     assert again == data  # same report, same bytes (no timestamp or version in the file)
 
 
 def test_shift_heatmap_one_image_per_scheme_clean_first_worst_boxed(evaluate_report):
-    fig = plots.shift_heatmap(evaluate_report)
+    fig = evaluate.shift_heatmap(evaluate_report)
     panels = _panels(fig)
     schemes = evaluate_report["schemes"]
     assert [ax.get_title() for ax in panels] == schemes
@@ -50,7 +50,7 @@ def test_shift_heatmap_one_image_per_scheme_clean_first_worst_boxed(evaluate_rep
 
 
 def test_severity_lines_one_series_per_scheme(evaluate_report):
-    (ax,) = _panels(plots.severity_lines(evaluate_report))
+    (ax,) = _panels(evaluate.severity_lines(evaluate_report))
     lines = series_lines(ax)
     assert [line.get_label() for line in lines] == evaluate_report["schemes"]
     x = list(lines[0].get_xdata())
@@ -61,7 +61,7 @@ def test_severity_lines_one_series_per_scheme(evaluate_report):
 
 def test_roc_one_curve_per_score_with_sklearn_auroc(scan):
     scores = ["margin", "kl", "random"]
-    fig = plots.roc_figure(scan, scores, list(scan.variants))
+    fig = score.roc_figure(scan, scores, list(scan.variants))
     for ax, scheme in zip(_panels(fig), scan.variants, strict=True):
         lines = series_lines(ax)
         assert len(lines) == len(scores)
@@ -74,13 +74,13 @@ def test_roc_panel_without_disagreements_draws_no_curve(scan):
     from dataclasses import replace
 
     same = replace(scan, variants={"fp16": scan.reference.copy()})
-    (ax,) = _panels(plots.roc_figure(same, ["margin"], ["fp16"]))
+    (ax,) = _panels(score.roc_figure(same, ["margin"], ["fp16"]))
     assert series_lines(ax) == []
     assert "no disagreements" in ax.texts[0].get_text()
 
 
 def test_margin_histogram_two_normalized_series_per_scheme(scan):
-    fig = plots.margin_histogram(scan, list(scan.variants))
+    fig = score.margin_histogram(scan, list(scan.variants))
     for ax in _panels(fig):
         assert len(ax.patches) == 2
         assert [t.get_text().split(" ")[0] for t in ax.get_legend().get_texts()] == [
@@ -94,13 +94,13 @@ def test_score_plots_skip_the_histogram_without_margin(scan):
 
     report = {"schemes": list(scan.variants), "scores": ["kl", "random"]}
     no_margin = replace(scan, scores={k: v for k, v in scan.scores.items() if k != "margin"})
-    assert [p.file for p in plots.score_plots(report, no_margin)] == ["roc.png"]
+    assert [p.file for p in score.score_plots(report, no_margin)] == ["roc.png"]
     report["scores"].append("margin")
-    assert [p.file for p in plots.score_plots(report, scan)] == ["roc.png", "margin-histogram.png"]
+    assert [p.file for p in score.score_plots(report, scan)] == ["roc.png", "margin-histogram.png"]
 
 
 def test_removed_introduced_four_bar_series_that_add_up(retrain_report):
-    (ax,) = _panels(plots.removed_introduced(retrain_report))
+    (ax,) = _panels(retrain.removed_introduced(retrain_report))
     containers = [c for c in ax.containers if isinstance(c, BarContainer)]
     assert len(containers) == 4
     survived, removed, _, introduced = ([b.get_width() for b in c] for c in containers)
@@ -112,7 +112,7 @@ def test_removed_introduced_four_bar_series_that_add_up(retrain_report):
 
 
 def test_net_removal_one_series_per_strategy_and_control_at_zero(compare_report):
-    fig = plots.net_removal_vs_budget(compare_report)
+    fig = compare.net_removal_vs_budget(compare_report)
     panels = _panels(fig)
     assert len(panels) == 4  # (all, held-out) x (margin, random)
     for ax in panels:
@@ -131,7 +131,7 @@ def test_net_removal_fraction_budgets_use_ranks(compare_report):
         r | {"budget": {"50": "0.01", "200": "0.05"}.get(r["budget"], r["budget"])}
         for r in compare_report["rows"]
     ]
-    fig = plots.net_removal_vs_budget(compare_report | {"rows": rows})
+    fig = compare.net_removal_vs_budget(compare_report | {"rows": rows})
     ax = _panels(fig)[-1]  # the bottom row carries the shared x labels
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.01", "0.05"]
     assert list(ax.get_xticks()) == [0.0, 1.0, 2.0]
@@ -146,7 +146,7 @@ def test_layer_bars_one_bar_per_layer():
             {"name": "conv1", "param_share": 0.4, "removed_by_float": -1},
         ],
     }
-    (ax,) = _panels(plots.layer_bars(report))
+    (ax,) = _panels(sensitivity.layer_bars(report))
     (bars,) = ax.containers
     assert [b.get_width() for b in bars] == [4, -1]
-    assert plots.sensitivity_plots(report | {"layers": []}) == []
+    assert sensitivity.sensitivity_plots(report | {"layers": []}) == []

@@ -223,9 +223,11 @@ def test_early_stopping_stops_on_a_flat_disagreement_rate(data):
 
 def test_monitor_value_equals_mitigate_evaluate_on_the_best_checkpoint(tmp_path):
     from mitigate.config import load_config
-    from mitigate.evaluation import evaluate
     from mitigate.models import build_model, save_checkpoint
-    from mitigate.pipeline import calibration_inputs, load_data, model_meta
+    from mitigate.runs.base_model import model_meta
+    from mitigate.runs.calibration import calibration_inputs
+    from mitigate.runs.data import load_data
+    from mitigate.runs.evaluate import evaluate
 
     base = load_config()
     config = replace(

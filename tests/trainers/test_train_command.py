@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mitigate.cli.app import app
 from mitigate.cli.train import METHOD_CHOICES
 from mitigate.models import load_checkpoint
-from mitigate.pipeline import cache_dir
+from mitigate.runs.base_model import cache_dir
 from mitigate.trainers import method_names
 
 runner = CliRunner()

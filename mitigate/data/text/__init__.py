@@ -12,7 +12,6 @@ _EXPORTS = {
     "tokenize": ".vocab",
     "TEXT_SHIFTS": ".shifts",
     "apply_text_shift": ".shifts",
-    "describe_text_shift": ".shifts",
     "text_shift_names": ".shifts",
     "load_imdb": ".loaders",
     "load_text_csv": ".loaders",

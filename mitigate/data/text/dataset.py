@@ -3,7 +3,7 @@
 Texts stay raw strings so text shifts (typos, dropped words ...) act on what a user would
 type; :meth:`LabelledText.batch` shifts a batch, then tokenizes and pads it with the
 vocabulary built from the training split. Loaders return texts without a vocabulary;
-:func:`mitigate.pipeline.load_data` builds it from the training split and binds it to every
+:func:`mitigate.runs.data.load_data` builds it from the training split and binds it to every
 split with :meth:`LabelledText.with_vocabulary`.
 """
 

@@ -48,7 +48,6 @@ __all__ = [
     "TEXT_SHIFTS",
     "TextShift",
     "apply_text_shift",
-    "describe_text_shift",
     "text_shift_names",
 ]
 
@@ -216,13 +215,6 @@ def text_shift_names() -> list[str]:
         ['char-typo', 'word-dropout']
     """
     return list(TEXT_SHIFTS)
-
-
-def describe_text_shift(name: str) -> str:
-    """One line for help texts: ``"name: description"``."""
-    if name not in TEXT_SHIFTS:
-        raise unknown_choice("text shift", name, TEXT_SHIFTS)
-    return f"{name}: {TEXT_SHIFTS[name].description}"
 
 
 def apply_text_shift(

@@ -1,0 +1,50 @@
+"""What every stage of a run reads its inputs from: the seeded splits, the natural-shift data
+sets and which synthetic shift families are measured and which are held out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mitigate.data.base import LabelledData
+from mitigate.data.splits import Splits
+
+__all__ = ["Data"]
+
+
+@dataclass(frozen=True)
+class Data:
+    """The seeded splits plus any natural-shift datasets, ready for every stage.
+
+    Every split is a :class:`~mitigate.data.base.LabelledData`: images, or texts bound to the
+    vocabulary built from the training split.
+
+    Attributes:
+        splits: train, val, calibration, pool and test.
+        naturals: natural-shift data sets measured beside the test split, by name.
+        families: synthetic shift families measured on the test split.
+        held_out: families kept out of the pool and calibration (measured only).
+    """
+
+    splits: Splits
+    naturals: dict[str, LabelledData]
+    families: list[str]
+    held_out: tuple[str, ...] = ()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` for images, ``(max_len,)`` for text."""
+        return self.splits.train.input_shape
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"text"``."""
+        return self.splits.train.modality
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.splits.train.classes
+
+    @property
+    def seen_families(self) -> list[str]:
+        """Families allowed into the pool and calibration: all but the held-out ones."""
+        return [f for f in self.families if f not in self.held_out]

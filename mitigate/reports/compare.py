@@ -1,0 +1,280 @@
+"""``mitigate compare`` report: one row per strategy x selector x budget over seeds, the best
+row on held-out shifts, and the net removal against the budget."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rich.table import Table
+
+from mitigate.reports.figures import colors, figure, percent_axis
+from mitigate.reports.writer import Plot
+from mitigate.stats import format_mean_ci
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+CONTROL = "control"  # a training strategy's no-selection cell
+NO_SELECTION = "-"  # the selector of a strategy that selects nothing
+
+__all__ = [
+    "best_line",
+    "compare_markdown",
+    "compare_plots",
+    "compare_rows",
+    "compare_table",
+    "net_removal_vs_budget",
+]
+
+HEADER = (
+    "strategy",
+    "selector",
+    "budget",
+    "labels",
+    "net removal",
+    "held-out",
+    "Δacc q1",
+    "churn",
+    "",
+)
+
+
+def _ci(stats: dict[str, Any]) -> str:
+    """A signed share in whole percent: ``+56% ±10``."""
+    return format_mean_ci(stats, digits=0, signed=True, unit="%")
+
+
+def compare_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Rows sorted by mean net removal (all test inputs, against f0); held-out = shift
+    families never in the pool; Δacc q1 = accuracy points gained by the quantized model;
+    churn = share of inputs where the new FP model answers differently from f0."""
+    return [
+        [
+            r["strategy"],
+            r["selector"],
+            r["budget"],
+            "yes" if r["used_labels"] else "no",
+            _ci(r["all"]),
+            _ci(r["held_out_shifts"]),
+            format_mean_ci(r["accuracy_change"], signed=True),
+            format_mean_ci(r["churn"], ci_digits=0, unit="%"),
+            r["noise"],
+        ]
+        for r in report["rows"]
+    ]
+
+
+def compare_table(report: dict[str, Any]) -> Table:
+    """The compare rows for an 80-column terminal: a strategy that trained on the selected
+    inputs' labels is marked ``*`` (instead of a labels column), and each value wraps at its
+    ``±`` rather than being cut short."""
+    seeds = len(report["seeds"])
+    table = Table(
+        title=f"Net removal of {report['scheme']} disagreements vs the original FP model, "
+        f"mean ±95% CI over {seeds} seed{'s' if seeds > 1 else ''}",
+        title_justify="left",
+        caption="* uses the selected inputs' labels.  noise: not distinguishable from its "
+        "noise floor (the control, or zero); floor: the noise floor itself",
+        caption_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    rows = [
+        [row[0] + (" *" if row[3] == "yes" else ""), *row[1:3], *row[4:]]
+        for row in compare_rows(report)
+    ]
+    header = [*HEADER[:3], *HEADER[4:]]
+    for i, column in enumerate(header):
+        if i < 3:  # names and budgets stay whole; the values wrap instead
+            width = max([len(column)] + [len(row[i]) for row in rows])
+            table.add_column(column, no_wrap=True, min_width=width)
+        else:
+            table.add_column(
+                "\n".join(column.rsplit(" ", 1)),
+                justify="right" if i < len(header) - 1 else "left",
+                overflow="fold",
+                min_width=5,
+            )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def best_line(best: dict[str, Any], *, bold: bool = False) -> str:
+    """The row that removed most on held-out shifts, with what its q1 costs against q0
+    (``bold``: the strategy in Markdown bold)."""
+    strategy = f"**{best['strategy']}**" if bold else best["strategy"]
+    line = (
+        f"Most disagreements removed on held-out shifts: {strategy} "
+        f"(selector {best['selector']}, budget {best['budget']}): {_ci(best['net_removal'])}"
+    )
+    size, latency = best.get("size_vs_q0"), best.get("latency_vs_q0")
+    if size and size["mean"] is not None:
+        line += (
+            f"; its q1 costs {size['mean']:.2f}x the size and "
+            f"{format_mean_ci(latency, scale=1, digits=2, unit='x')} the latency of q0 "
+            "(one run's interleaved timing)"
+        )
+    return line + "."
+
+
+def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
+    """``report.md`` of ``mitigate compare``: the table, the best row on held-out shifts, the
+    plots and the provenance."""
+    from mitigate.reports.markdown import md_plots, md_table, provenance
+
+    best = report.get("best_on_held_out")
+    lines = [
+        "# mitigate compare",
+        "",
+        f"Net removal of {report['scheme']} disagreements against the original FP model, mean and "
+        f"95% confidence interval over seeds {report['seeds']}. Held-out: shift families never "
+        "in the pool. noise: not distinguishable from its noise floor.",
+        "",
+        md_table(HEADER[:-1] + ("noise",), compare_rows(report)),
+        "",
+    ]
+    if best:
+        lines += [best_line(best, bold=True), ""]
+    if plots:
+        lines += ["## Plots", "", md_plots(plots), ""]
+    lines += [provenance(report), ""]
+    return "\n".join(lines)
+
+
+# ---- plots ------------------------------------------------------------------------------------
+
+
+def _budget_axis(budgets: Sequence[str]) -> tuple[dict[str, float], bool]:
+    """x position of each budget label: its value when every budget is a count, else its
+    rank (fractions and counts cannot share a numeric axis)."""
+    numbers = {}
+    for b in budgets:
+        try:
+            numbers[b] = float(b)
+        except ValueError:
+            return {b: float(i) for i, b in enumerate(budgets)}, False
+    if all(v >= 1 and v.is_integer() for v in numbers.values()):
+        return numbers, True
+    ordered = sorted(budgets, key=lambda b: numbers[b])
+    return {b: float(ordered.index(b) + 1) for b in budgets}, False
+
+
+def net_removal_vs_budget(report: dict[str, Any]) -> Figure:
+    """Mean net removal against the budget, one line per strategy and one panel per selector,
+    with the 95% confidence interval over seeds shaded (top: every test input; bottom: the
+    held-out shift families).
+
+    A training strategy's control (no selected inputs) is drawn at budget 0; a strategy that
+    ignores the budget (``none``; ``settings``/``fallback`` score on the probe) is a flat line
+    across the panel. Series lines are those returned by :func:`series_lines`.
+    """
+    rows = report["rows"]
+    selectors = list(
+        dict.fromkeys(r["selector"] for r in rows if r["selector"] not in (NO_SELECTION, CONTROL))
+    )
+    selectors = selectors or [NO_SELECTION]
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    palette = dict(zip(strategies, colors(len(strategies)), strict=True))
+    budgets = list(
+        dict.fromkeys(r["budget"] for r in rows if r["budget"] != "-" and r["selector"] != CONTROL)
+    )
+    x_of, numeric = _budget_axis(budgets)
+    span = (0.0, max(x_of.values(), default=1.0))
+    parts = [("all", "all test inputs"), ("held_out_shifts", "held-out shifts")]
+    parts = [p for p in parts if any(r[p[0]]["mean"] is not None for r in rows)]
+    fig = figure(1.0 + 3.3 * len(selectors), 0.6 + 2.7 * len(parts))
+    axes = fig.subplots(len(parts), len(selectors), squeeze=False, sharex=True, sharey="row")
+    for i, (part, part_label) in enumerate(parts):
+        for j, selector in enumerate(selectors):
+            ax = axes[i][j]
+            ax.axhline(0, color="0.6", linewidth=0.8, label="_zero")
+            for strategy in strategies:
+                _draw_strategy(ax, rows, strategy, selector, part, x_of, span, palette[strategy])
+            if i == 0:
+                ax.set_title(f"selector {selector}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"net removal\n({part_label})", fontsize=8)
+            if i == len(parts) - 1:
+                ax.set_xlabel("budget (selected inputs)" if numeric else "budget", fontsize=8)
+            ticks = sorted(set(x_of.values()) | {0.0})
+            ax.set_xticks(ticks, [_tick(t, x_of) for t in ticks], fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+            percent_axis(ax)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(len(handles), 6),
+            fontsize=7,
+            frameon=False,
+        )
+    seeds = len(report.get("seeds", [])) or "?"
+    fig.suptitle(
+        f"Net removal of {report.get('scheme', '')} disagreements vs budget "
+        f"(mean, 95% CI over {seeds} seeds; 0 = control)",
+        fontsize=10,
+    )
+    return fig
+
+
+def _tick(position: float, x_of: dict[str, float]) -> str:
+    for label, x in x_of.items():
+        if x == position:
+            return label
+    return "0"
+
+
+def _draw_strategy(ax, rows, strategy, selector, part, x_of, span, color) -> None:
+    mine = [r for r in rows if r["strategy"] == strategy]
+    flat = [r for r in mine if r["budget"] == "-" and r["selector"] in (selector, NO_SELECTION)]
+    if flat:  # ignores the budget: a level line with its band
+        stats = flat[0][part]
+        if stats["mean"] is None:
+            return
+        ax.plot(
+            span, [stats["mean"]] * 2, color=color, linestyle="--", linewidth=1.2, label=strategy
+        )
+        if stats["ci95"] is not None:
+            ax.fill_between(
+                span,
+                stats["mean"] - stats["ci95"],
+                stats["mean"] + stats["ci95"],
+                color=color,
+                alpha=0.15,
+                linewidth=0,
+            )
+        return
+    points = [
+        (x_of[r["budget"]], r[part])
+        for r in mine
+        if r["selector"] == selector and r["budget"] in x_of
+    ]
+    points += [(0.0, r[part]) for r in mine if r["selector"] == CONTROL]
+    points = sorted((x, s) for x, s in points if s["mean"] is not None)
+    if not points:
+        return
+    x = np.array([p[0] for p in points])
+    mean = np.array([p[1]["mean"] for p in points])
+    half = np.array([p[1]["ci95"] if p[1]["ci95"] is not None else np.nan for p in points])
+    ax.plot(x, mean, marker="o", markersize=3.5, color=color, label=strategy)
+    known = np.isfinite(half)
+    if known.any():  # the interval at each point, and shaded between points
+        ax.vlines(x[known], (mean - half)[known], (mean + half)[known], color=color, linewidth=1)
+        if len(x) > 1:
+            ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, linewidth=0)
+
+
+def compare_plots(report: dict[str, Any]) -> list[Plot]:
+    return [
+        Plot(
+            "net-removal-vs-budget.png",
+            "Net removal against the budget per strategy, 95% CI shaded",
+            net_removal_vs_budget(report),
+        )
+    ]

@@ -1,0 +1,292 @@
+"""``mitigate compare``: strategies x selectors x budgets over seeds, resumable.
+
+Every *cell* (one strategy, selector and budget on one seed) is saved as soon as it finishes
+under ``<out>/cells/<config digest>/``; a rerun of the same command loads finished cells
+instead of recomputing them, and a run with a different configuration never mixes with them.
+
+Cells that do not depend on the selection share one run per seed: ``none`` ignores selector
+and budget; ``settings`` and ``fallback`` score on the unlabelled probe, so they depend on
+the selector but not the budget. A training strategy also gets a *control* cell per seed (the
+same training, no selected inputs); its seed-paired difference to the control says whether the
+selected inputs did anything beyond fine-tuning itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mitigate.config import Config, config_digest, config_to_dict
+from mitigate.errors import MitigateError, unknown_choice
+from mitigate.runs.cells import CellStore, run_cells
+from mitigate.runs.result import Report, RunResult
+from mitigate.runs.retrain import Baseline
+from mitigate.selectors.pool import Selected
+from mitigate.stats import mean_ci as _stats
+
+__all__ = ["Cell", "CompareResult", "compare", "plan_cells", "summarize_cells"]
+
+CONTROL = "control"  # selector name of a training strategy's no-selection control cell
+NO_SELECTION = "-"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid. ``selector`` is ``"-"`` for ``none`` and ``"control"`` for a
+    training strategy's control; ``budget`` is ``None`` where the budget does not apply."""
+
+    seed: int
+    strategy: str
+    selector: str
+    budget: int | float | None
+
+    @property
+    def key(self) -> str:
+        budget = "-" if self.budget is None else str(self.budget)
+        return f"seed{self.seed}__{self.strategy}__{self.selector}__{budget}".replace("/", "_")
+
+    @property
+    def row(self) -> tuple[str, str, str]:
+        """The table row this cell belongs to (everything but the seed)."""
+        return self.strategy, self.selector, "-" if self.budget is None else str(self.budget)
+
+
+@dataclass(frozen=True)
+class CompareResult(RunResult):
+    """The report and every cell's record (loaded or computed)."""
+
+    cells: list[Report]
+
+
+def _uses(strategy: str) -> tuple[bool, bool, bool]:
+    """(depends on the selector, depends on the budget, trains) for a possibly combined name."""
+    from mitigate.mitigation.strategies import parse_strategy
+
+    steps = parse_strategy(strategy)
+    if [s.name for s in steps] == ["none"]:
+        return False, False, False
+    budget = any(s.name not in ("settings", "fallback") for s in steps)
+    return True, budget, any(s.trains for s in steps)
+
+
+def plan_cells(config: Config) -> list[Cell]:
+    """Every cell of the grid, seed-major (a seed's shared work is done once), validated."""
+    from mitigate.selectors import SCORES
+
+    c = config.compare
+    if c.seeds < 1:
+        raise MitigateError(f"compare.seeds must be >= 1, got {c.seeds}")
+    for selector in c.selectors:
+        if selector not in SCORES:
+            raise unknown_choice("selector", selector, list(SCORES))
+    for budget in c.budgets:
+        if budget <= 0:
+            raise MitigateError(f"budgets must be positive counts or fractions, got {budget}")
+    cells = []
+    for seed in range(config.seed, config.seed + c.seeds):
+        for strategy in c.strategies:
+            by_selector, by_budget, trains = _uses(strategy)
+            selectors = c.selectors if by_selector else (NO_SELECTION,)
+            budgets = c.budgets if by_budget else (None,)
+            cells += [Cell(seed, strategy, s, b) for s in selectors for b in budgets]
+            if trains and config.retrain.control:
+                cells.append(Cell(seed, strategy, CONTROL, 0))
+    return cells
+
+
+def _digest(config: Config) -> str:
+    """What a cell's result depends on, besides its own coordinates."""
+    return config_digest(
+        config.data,
+        config.model,
+        config.train,
+        config.shifts,
+        config.quantization,
+        replace(config.retrain, strategy="", control=True),
+        config.selection.class_balanced,
+    )
+
+
+def compare(
+    config: Config,
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    on_cell: Callable[[Cell, bool], None] | None = None,
+    progress: bool = False,
+) -> CompareResult:
+    """Run (or resume) the grid and summarize it.
+
+    Args:
+        config: ``compare`` holds the grid; ``retrain`` the scheme and training settings.
+        out: directory for ``cells/`` (one JSON per finished cell).
+        checkpoint: FP model to use for every seed instead of the per-seed base model.
+        on_cell: called after each cell with ``(cell, was_cached)``, e.g. a progress bar.
+        progress: show training progress bars.
+    """
+    started = time.perf_counter()
+    cells = plan_cells(config)
+    for strategy in config.compare.strategies:
+        if "+" not in strategy and "," in strategy:
+            raise MitigateError(f"join combined strategies with '+', not ',': {strategy!r}")
+    store = CellStore(Path(out) / "cells" / _digest(config))
+    grid = run_cells(
+        cells,
+        store,
+        key=lambda cell: cell.key,
+        seed=lambda cell: cell.seed,
+        open_seed=lambda seed: _SeedRunner(replace(config, seed=seed), checkpoint, progress),
+        run=lambda runner, cell: runner.run(cell),
+        on_cell=on_cell,
+    )
+    report = summarize_cells(config, grid.records)
+    report["wall_time_s"] = round(time.perf_counter() - started, 2)
+    report["cells_dir"] = str(store.folder)
+    report["cells"] = {"total": len(cells), "reused": grid.reused}
+    report["config"] = config_to_dict(config)
+    return CompareResult(report, grid.records)
+
+
+class _SeedRunner:
+    """One seed's shared state (data, f0, q0, base measurement, pool ranking per selector),
+    built on the first cell that needs it."""
+
+    def __init__(self, config: Config, checkpoint: str | Path | None, progress: bool) -> None:
+        from mitigate.runs.retrain import prepare
+
+        self.config, self.progress = config, progress
+        self.baseline: Baseline = prepare(config, checkpoint=checkpoint, progress=progress)
+        self._picked: dict[str, Selected] = {}
+
+    def _selected(self, selector: str) -> Selected:
+        """The selector's top inputs, enough for the largest budget and the probe."""
+        from mitigate.runs.retrain import select
+        from mitigate.selectors import resolve_budget
+
+        if selector not in self._picked:
+            pool = self.baseline.session.pool_size
+            most = max(
+                [resolve_budget(b, pool) for b in self.config.compare.budgets]
+                + [self.config.retrain.probe_size]
+            )
+            self._picked[selector] = select(self.baseline, selector, most)
+        return self._picked[selector]
+
+    def run(self, cell: Cell) -> Report:
+        from mitigate.mitigation.accounting import account
+        from mitigate.quantization import scheme_label
+        from mitigate.runs.retrain import deployment, measure, run_strategy
+        from mitigate.selectors import resolve_budget
+
+        started = time.perf_counter()
+        baseline = self.baseline
+        if cell.selector in (NO_SELECTION, CONTROL):
+            empty = baseline.session.calibration[:0]
+            selected = Selected(empty, baseline.session.data.splits.train.labels[:0], [])
+            probe = empty
+        else:
+            picked = self._selected(cell.selector)
+            pool = baseline.session.pool_size
+            k = resolve_budget(cell.budget, pool) if cell.budget is not None else 0
+            selected, probe = picked.head(k), picked.x[: self.config.retrain.probe_size]
+        states = run_strategy(baseline, cell.strategy, selected, probe, progress=self.progress)
+        accounting = account(measure(baseline, states[-1].fp_model, states[-1].quantized))
+        return {
+            "seed": cell.seed,
+            "strategy": cell.strategy,
+            "selector": cell.selector,
+            "budget": cell.budget,
+            "selected": len(selected),
+            "used_labels": states[-1].used_labels,
+            "scheme_after": scheme_label(states[-1].scheme),
+            "totals": accounting["totals"],
+            "worst_group": accounting["worst_group"],
+            "cost": _cost(deployment(baseline, states[-1].quantized)),
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        }
+
+
+def _cost(deployment: Report) -> dict[str, float]:
+    """q1's size and latency relative to q0 (latency: a ratio from interleaved timing)."""
+    q1 = deployment["models"]["q1"]
+    return {"size_vs_q0": q1["size_vs_reference"], "latency_vs_q0": q1["latency_vs_reference"]}
+
+
+def summarize_cells(config: Config, cells: list[Report]) -> Report:
+    """Mean and 95% confidence interval over seeds for every row; noise flags; sorted."""
+    rows: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for cell in cells:
+        budget = "-" if cell["budget"] is None else str(cell["budget"])
+        rows.setdefault((cell["strategy"], cell["selector"], budget), []).append(cell)
+    controls = {(c["strategy"], c["seed"]): c for c in cells if c["selector"] == CONTROL}
+    table = []
+    for (strategy, selector, budget), runs in rows.items():
+        runs = sorted(runs, key=lambda c: c["seed"])
+        row: dict[str, Any] = {
+            "strategy": strategy,
+            "selector": selector,
+            "budget": budget,
+            "seeds": [c["seed"] for c in runs],
+            "used_labels": any(c["used_labels"] for c in runs),
+        }
+        for part in ("all", "held_out_shifts", "seen_shifts", "clean"):
+            row[part] = _stats([c["totals"][part]["net_removal"] for c in runs])
+        row["accuracy_change"] = _stats(
+            [
+                c["totals"]["all"]["accuracy"]["q1"] - c["totals"]["all"]["accuracy"]["q0"]
+                for c in runs
+            ]
+        )
+        row["fp_accuracy_change"] = _stats(
+            [
+                c["totals"]["all"]["accuracy"]["f1"] - c["totals"]["all"]["accuracy"]["f0"]
+                for c in runs
+            ]
+        )
+        row["churn"] = _stats([c["totals"]["all"]["churn"] / c["totals"]["all"]["n"] for c in runs])
+        row["within_pair"] = _stats([c["totals"]["all"]["net_removal_within_pair"] for c in runs])
+        row["noise"] = _noise(runs, controls, selector)
+        for key in ("size_vs_q0", "latency_vs_q0"):  # cells from before costs were kept: none
+            row[key] = _stats([c["cost"][key] for c in runs if "cost" in c])
+        table.append(row)
+    table.sort(key=lambda r: -(r["all"]["mean"] if r["all"]["mean"] is not None else -math.inf))
+    held = [
+        r for r in table if r["held_out_shifts"]["mean"] is not None and r["selector"] != CONTROL
+    ]
+    best_held = max(held, key=lambda r: r["held_out_shifts"]["mean"], default=None)
+    return {
+        "command": "compare",
+        "seeds": sorted({c["seed"] for c in cells}),
+        "scheme": config.retrain.scheme,
+        "rows": table,
+        "best_on_held_out": None
+        if best_held is None
+        else {k: best_held[k] for k in ("strategy", "selector", "budget")}
+        | {
+            "net_removal": best_held["held_out_shifts"],
+            "size_vs_q0": best_held["size_vs_q0"],
+            "latency_vs_q0": best_held["latency_vs_q0"],
+        },
+    }
+
+
+def _noise(runs: list[dict[str, Any]], controls: dict, selector: str) -> str:
+    """``"noise"`` when the row cannot be told from its noise floor at 95%: a training
+    strategy against its control (paired by seed), anything else against zero (``none``)."""
+    if selector == CONTROL or runs[0]["strategy"] == "none":
+        return "floor"
+    paired = [
+        (c["totals"]["all"]["net_removal"], controls.get((c["strategy"], c["seed"]))) for c in runs
+    ]
+    if all(ctrl is not None for _, ctrl in paired):
+        diffs = [v - ctrl["totals"]["all"]["net_removal"] for v, ctrl in paired if v is not None]
+    else:
+        diffs = [v for v, _ in paired if v is not None]
+    s = _stats(diffs)
+    if s["ci95"] is None:
+        return "?"  # one seed: no interval
+    return "noise" if abs(s["mean"]) <= s["ci95"] else ""

@@ -1,0 +1,60 @@
+"""``mitigate evaluate``: how often each quantized copy disagrees with the FP model, per
+group, shift, severity, class and worst group."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitigate.config import Config
+from mitigate.runs.result import RunResult, run_header
+from mitigate.scanning import Predictions
+
+__all__ = ["EvaluateResult", "evaluate"]
+
+
+@dataclass(frozen=True)
+class EvaluateResult(RunResult):
+    """The report and the per-input predictions every count in it comes from."""
+
+    predictions: Predictions
+
+    def write_data(self, folder: Path) -> list[Path]:
+        """``predictions.npz`` (f0 reference, every scheme's labels)."""
+        self.predictions.save(folder / "predictions.npz")
+        return [folder / "predictions.npz"]
+
+
+def evaluate(
+    config: Config,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> EvaluateResult:
+    """Base model (given, cached or trained) -> quantized copies -> scan of clean and shifted
+    test inputs -> counts per group, shift, severity, class and worst group.
+
+    Args:
+        config: the run's configuration; ``quantization.schemes`` are the copies measured.
+        checkpoint: FP model to measure instead of the cached (or freshly trained) base model.
+        progress: show Lightning's bar if the base model must be trained.
+        on_batch: called with each scanned batch's input count (a progress bar).
+    """
+    from mitigate.counting import summarize
+    from mitigate.runs.session import Session
+
+    started = time.perf_counter()
+    session = Session.open(
+        config, checkpoint=checkpoint, schemes=config.quantization.schemes, progress=progress
+    )
+    variants = session.quantize(session.config.quantization.schemes)
+    predictions = session.scan_test(session.model, variants, scores=("margin",), on_batch=on_batch)
+    report = {
+        **run_header("evaluate", session.config, session.model_info),
+        **summarize(predictions),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    return EvaluateResult(report, predictions)

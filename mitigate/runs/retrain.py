@@ -1,0 +1,274 @@
+"""``mitigate retrain``: select pool inputs, run a mitigation strategy, count what changed.
+
+Flow: base model f0 (given, cached or trained) -> q0 = quantize(f0) -> score the unlabelled
+pool (clean + the shifts not held out) with the selector -> take the budget -> run the strategy
+steps -> measure f0, q0, f1, q1 on the test split (clean, every shift, held-out shifts marked)
+-> accounting against f0 and within the new pair. A training strategy is also run once with no
+selected inputs (the control), so the report can tell the selected inputs' effect from the
+effect of fine-tuning itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from mitigate.config import Config
+from mitigate.mitigation.strategies import State, StrategySettings
+from mitigate.quantization.api import QuantizedModel
+from mitigate.quantization.schemes import Scheme
+from mitigate.runs.result import Report, RunResult, run_header
+from mitigate.runs.session import Session
+from mitigate.scanning import Predictions
+from mitigate.selectors.pool import Selected
+
+__all__ = [
+    "Baseline",
+    "RetrainResult",
+    "ScanProgress",
+    "deployment",
+    "measure",
+    "prepare",
+    "retrain",
+    "run_strategy",
+]
+
+# description -> a context around one scan that yields a per-batch callback (or None)
+ScanProgress = Callable[[str], AbstractContextManager[Callable[[int], None] | None]]
+
+
+@dataclass(frozen=True)
+class RetrainResult(RunResult):
+    """The report, and the per-input labels of f0 (reference), q0, f1 and q1."""
+
+    predictions: Predictions
+
+    def write_data(self, folder: Path) -> list[Path]:
+        """``predictions.npz`` (f0 reference; q0, f1, q1)."""
+        self.predictions.save(folder / "predictions.npz")
+        return [folder / "predictions.npz"]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What every mitigation of one seed starts from.
+
+    Attributes:
+        session: data, f0 and its calibration set.
+        scheme: the scheme q0 was made with (``[retrain] scheme``).
+        q0: f0 quantized with ``scheme``.
+        base: predictions of f0 (reference) and q0 on the test groups, scanned once.
+        scans: progress of each scan, e.g. a CLI counter.
+    """
+
+    session: Session
+    scheme: Scheme
+    q0: QuantizedModel
+    base: Predictions
+    scans: ScanProgress | None = None
+
+
+def _scanning(scans: ScanProgress | None, description: str) -> AbstractContextManager[Any]:
+    """``scans(description)``, or a context that yields no callback."""
+    return contextlib.nullcontext() if scans is None else scans(description)
+
+
+def prepare(
+    config: Config,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    scans: ScanProgress | None = None,
+) -> Baseline:
+    """Open the seed's session, quantize f0 with the retrain scheme and scan both on the test
+    groups.
+
+    ``scans(description)`` is entered around every scan of this seed and yields a callback
+    for each batch's input count (or ``None``)."""
+    from mitigate.quantization import parse_scheme, quantize
+
+    session = Session.open(
+        config, checkpoint=checkpoint, schemes=[config.retrain.scheme], progress=progress
+    )
+    scheme = parse_scheme(session.config.retrain.scheme)  # a preset may have rewritten it
+    q0 = quantize(session.model, scheme, session.calibration)
+    with _scanning(scans, "measuring f0 and q0") as count:
+        base = session.scan_test(session.model, {"q0": q0}, on_batch=count)
+    return Baseline(session, scheme, q0, base, scans)
+
+
+def select(baseline: Baseline, selector: str, budget: int) -> Selected:
+    """The pool inputs ``selector`` ranks highest, ``budget`` of them (a count)."""
+    session = baseline.session
+    with _scanning(baseline.scans, "scanning the pool") as count:
+        return session.select(
+            selector,
+            budget,
+            q_model=baseline.q0,
+            class_balanced=session.config.selection.class_balanced,
+            on_batch=count,
+        )
+
+
+def strategy_settings(config: Config) -> StrategySettings:
+    """What the strategy steps read from the configuration."""
+    r = config.retrain
+    return StrategySettings(
+        train=config.train,
+        epochs=r.epochs,
+        lr=r.lr,
+        max_float_layers=r.max_float_layers,
+        max_float_params=r.max_float_params,
+    )
+
+
+def run_strategy(
+    baseline: Baseline, strategy: str, selected: Selected, probe: Tensor, *, progress: bool = False
+) -> list[State]:
+    """Run the steps of ``strategy`` from (f0, q0); return the state after every step."""
+    from mitigate.mitigation.strategies import Context, parse_strategy
+
+    session = baseline.session
+    context = Context(
+        strategy_settings(session.config),
+        session.model,
+        session.data.splits.train,
+        selected,
+        probe,
+        session.seed,
+        progress,
+    )
+    state = State(session.model, baseline.q0, baseline.scheme, session.calibration)
+    states = []
+    for step in parse_strategy(strategy):
+        state = step.step(context, state)
+        states.append(state)
+    return states
+
+
+def measure(baseline: Baseline, fp_model: nn.Module, quantized: nn.Module) -> Predictions:
+    """Predictions of f0 (reference), q0, f1 and q1 on the test groups; f0 and q0 come from the
+    seed's base scan, and f1 is scanned only when a strategy trained a new FP model."""
+    session, base = baseline.session, baseline.base
+    with _scanning(baseline.scans, "measuring f1 and q1") as count:
+        if fp_model is session.model:
+            new = session.scan_test(quantized, {}, on_batch=count)
+            f1, q1 = base.reference, new.reference
+        else:
+            new = session.scan_test(fp_model, {"q1": quantized}, on_batch=count)
+            f1, q1 = new.reference, new.variants["q1"]
+    return replace(base, variants={"q0": base.variants["q0"], "f1": f1, "q1": q1})
+
+
+def deployment(baseline: Baseline, quantized: nn.Module) -> Report:
+    """Size and latency of ``quantized`` (q1) relative to q0 and FP, timed on 64 test inputs."""
+    from mitigate.mitigation.deployment import deployment_cost
+
+    session = baseline.session
+    example = session.data.splits.test.batch(slice(0, 64))
+    return deployment_cost(
+        session.model, {"q0": baseline.q0, "q1": quantized}, example, reference="q0"
+    )
+
+
+def retrain(
+    config: Config,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    scans: ScanProgress | None = None,
+) -> RetrainResult:
+    """One mitigation run with the configured selector, budget, strategy and scheme.
+
+    ``progress`` shows Lightning's bars while training; ``scans`` (see :func:`prepare`)
+    reports every scan.
+
+    Raises:
+        MitigateError: an unknown strategy, selector or scheme, or a bad budget (checked
+            before any work).
+    """
+    from mitigate.mitigation.accounting import account
+    from mitigate.mitigation.strategies import parse_strategy
+    from mitigate.quantization import scheme_label
+    from mitigate.selectors import check_selector, resolve_budget
+
+    started = time.perf_counter()
+    steps = parse_strategy(config.retrain.strategy)  # every name checked before any work
+    check_selector(config.selection.selector)
+    resolve_budget(config.selection.budget, 0)
+    baseline = prepare(config, checkpoint=checkpoint, progress=progress, scans=scans)
+    session = baseline.session
+    config = session.config
+    budget = resolve_budget(config.selection.budget, session.pool_size)
+    probe_size = config.retrain.probe_size if any(s.uses_probe for s in steps) else 0
+    picked = select(baseline, config.selection.selector, max(budget, probe_size))
+    selected, probe = picked.head(budget), picked.x[:probe_size]  # pick order: prefixes
+    states = run_strategy(baseline, config.retrain.strategy, selected, probe, progress=progress)
+    predictions = measure(baseline, states[-1].fp_model, states[-1].quantized)
+    result = account(predictions)
+    step_rows = []
+    if len(states) > 1:
+        for step, state in zip(steps, states, strict=True):
+            totals = account(measure(baseline, state.fp_model, state.quantized))["totals"]
+            step_rows.append(
+                {"step": step.name, "scheme": scheme_label(state.scheme), "totals": totals}
+            )
+    control = None
+    if config.retrain.control and any(step.trains for step in steps):
+        control_states = run_strategy(
+            baseline, config.retrain.strategy, selected.without_inputs(), probe, progress=progress
+        )
+        control = account(
+            measure(baseline, control_states[-1].fp_model, control_states[-1].quantized)
+        )["totals"]
+
+    report = {
+        **run_header("retrain", session.config, session.model_info),
+        "strategy": config.retrain.strategy,
+        "steps": [s.name for s in steps],
+        "used_labels": states[-1].used_labels,
+        "scheme_before": scheme_label(baseline.scheme),
+        "scheme_after": scheme_label(states[-1].scheme),
+        "selection": _selection_summary(baseline, selected) | {"probe": len(probe)},
+        "notes": {step.name: state.notes for step, state in zip(steps, states, strict=True)},
+        **result,
+        "per_step": step_rows,
+        "control": control,
+        "deployment": deployment(baseline, states[-1].quantized),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    return RetrainResult(report, predictions)
+
+
+def _selection_summary(baseline: Baseline, selected: Selected) -> Report:
+    """How many inputs were picked, from which groups, and how many of them q0 gets wrong
+    relative to f0 (the selector's precision on this pool)."""
+    import torch
+
+    from mitigate.scanning import eval_mode
+
+    session = baseline.session
+    counts: dict[str, int] = {}
+    for group, _ in selected.meta:
+        counts[group] = counts.get(group, 0) + 1
+    with torch.no_grad(), eval_mode(session.model):
+        fp = session.model(selected.x).argmax(1) if len(selected) else torch.zeros(0)
+        q = baseline.q0(selected.x).argmax(1) if len(selected) else torch.zeros(0)
+    config = session.config
+    classes = session.data.classes
+    return {
+        "selector": config.selection.selector,
+        "budget": config.selection.budget,
+        "n": len(selected),
+        "class_balanced": config.selection.class_balanced,
+        "disagreements_among_selected": int((fp != q).sum()),
+        "by_group": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        "by_fp_class": {classes[c]: int((fp == c).sum()) for c in fp.unique().tolist()},
+    }
