@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from mitigate._checks import describe, is_integer_tensor
 from mitigate.errors import MitigateError
 
 __all__ = [
@@ -82,19 +83,11 @@ def _check_batch(
                 )
     if target is None:
         return ref, oth, None
-    if (
-        not isinstance(target, Tensor)
-        or target.shape != ref.shape
-        or target.is_floating_point()
-        or target.dtype == torch.bool
-    ):
-        got = (
-            f"{target.dtype} of shape {list(target.shape)}"
-            if isinstance(target, Tensor)
-            else type(target).__name__
+    if not is_integer_tensor(target, ref.shape):
+        raise MitigateError(
+            f"target must be integer labels of shape {list(ref.shape)}, got {describe(target)}"
         )
-        raise MitigateError(f"target must be integer labels of shape {list(ref.shape)}, got {got}")
-    return ref, oth, target.to(ref.device).long()
+    return ref, oth, target.to(ref.device).long()  # type: ignore[union-attr]
 
 
 # ---- per-batch counts and their rates (trust their inputs) ----------------------------------

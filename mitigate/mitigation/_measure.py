@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mitigate.errors import MitigateError
+from mitigate.quantization.schemes import Int8Static
 
 __all__ = [
     "check_float_layers",
@@ -27,7 +28,7 @@ _BATCH = 512
 
 def check_inputs(model: object, scheme: object, calibration: object, probe: object) -> None:
     """Raise MitigateError unless the four arguments can be measured together."""
-    from mitigate.quantization import Int8Static, scheme_label
+    from mitigate.quantization import scheme_label
 
     if not isinstance(model, nn.Module):
         raise MitigateError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -92,11 +93,11 @@ def labels(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def count(
-    model: nn.Module, scheme: object, calibration: Tensor, probe: Tensor, reference: Tensor
+    model: nn.Module, scheme: Int8Static, calibration: Tensor, probe: Tensor, reference: Tensor
 ) -> int:
     """Disagreements on ``probe`` between ``reference`` (FP labels ``[N]``) and ``model``
     quantized with ``scheme``."""
     from mitigate.quantization import quantize
 
-    q = quantize(model, scheme, calibration)  # type: ignore[arg-type]
+    q = quantize(model, scheme, calibration)
     return int((labels(q, probe) != reference).sum())

@@ -40,6 +40,7 @@ from mitigate.mitigation._measure import (
     leaf_modules,
     weighted_layers,
 )
+from mitigate.quantization.schemes import Int8Static
 
 __all__ = [
     "MODES",
@@ -82,7 +83,7 @@ class LayerSensitivity:
         return dataclasses.asdict(self)
 
 
-def disagreements(model: nn.Module, scheme: Any, calibration: Tensor, probe: Tensor) -> int:
+def disagreements(model: nn.Module, scheme: Int8Static, calibration: Tensor, probe: Tensor) -> int:
     """How many ``probe`` inputs the model quantized with ``scheme`` labels unlike the model.
 
     Args:
@@ -104,7 +105,7 @@ def disagreements(model: nn.Module, scheme: Any, calibration: Tensor, probe: Ten
 
 
 def unattributed_disagreements(
-    model: nn.Module, scheme: Any, calibration: Tensor, probe: Tensor
+    model: nn.Module, scheme: Int8Static, calibration: Tensor, probe: Tensor
 ) -> int:
     """Probe disagreements with every module kept in float: what the functional ops torch
     still quantizes (``torch.flatten``, ``+``, ``cat``) cause on their own.
@@ -122,7 +123,7 @@ def unattributed_disagreements(
 
 def layer_sensitivity(
     model: nn.Module,
-    scheme: Any,
+    scheme: Int8Static,
     calibration: Tensor,
     probe: Tensor,
     *,

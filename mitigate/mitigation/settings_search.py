@@ -34,7 +34,7 @@ from mitigate.mitigation._measure import (
     labels,
     weighted_layers,
 )
-from mitigate.quantization.schemes import ENGINES, OBSERVERS
+from mitigate.quantization.schemes import ENGINES, OBSERVERS, Int8Static
 
 __all__ = ["SettingsResult", "search_settings"]
 
@@ -53,7 +53,7 @@ class SettingsResult:
         base_disagreements: the base scheme's count on the probe.
     """
 
-    best: Any  # Int8Static
+    best: Int8Static
     table: list[dict[str, Any]]
     base_disagreements: int
 
@@ -76,7 +76,7 @@ class SettingsResult:
 
 def search_settings(
     model: nn.Module,
-    base: Any,
+    base: Int8Static,
     calibration: Tensor,
     probe: Tensor,
     *,
@@ -147,7 +147,7 @@ def search_settings(
 
 
 def _grid(
-    base: Any,
+    base: Int8Static,
     engines: Sequence[str],
     reduce_range: Sequence[bool],
     per_channel: Sequence[bool],
@@ -172,7 +172,7 @@ def _grid(
     return grid
 
 
-def _canonical(scheme: Any) -> Any:
+def _canonical(scheme: Int8Static) -> Int8Static:
     # reduce_range equal to the engine default is spelled None, so equal settings compare equal
     # and the label is the short one a user would type.
     if scheme.reduce_range is not None and scheme.reduce_range == (scheme.engine == "x86"):
@@ -180,11 +180,11 @@ def _canonical(scheme: Any) -> Any:
     return scheme
 
 
-def _effective(scheme: Any, setting: str) -> object:
+def _effective(scheme: Int8Static, setting: str) -> object:
     return scheme.effective_reduce_range if setting == "reduce_range" else getattr(scheme, setting)
 
 
-def _label(scheme: Any) -> str:
+def _label(scheme: Int8Static) -> str:
     from mitigate.quantization import scheme_label
 
     return scheme_label(scheme)

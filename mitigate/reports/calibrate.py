@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mitigate.reports.figures import figure
+from mitigate.reports.tables import Fitted, breakable, table
 from mitigate.reports.writer import Plot
 from mitigate.stats import format_mean_ci
 
@@ -97,39 +98,36 @@ def _two_lines(stats: dict[str, Any], digits: int = 1, signed: bool = False) -> 
     return format_mean_ci(stats, digits=digits, signed=signed, sep="\n")
 
 
-def calibrate_table(report: dict[str, Any]) -> Any:
+def calibrate_table(report: dict[str, Any]) -> Fitted:
     """The terminal table: each number over its ±95% CI half-width; the full setting names
     are in ``report.md``."""
-    from rich.table import Table
-
     seeds = len(report["seeds"])
-    table = Table(
-        title=f"{report['scheme']} calibration, mean ±95% CI over {seeds} "
-        f"seed{'s' if seeds > 1 else ''}, best worst-group disagreement first",
-        title_justify="left",
-        caption="dis.: disagreement with the FP model; worst: over clean, each shift family "
-        "and each class; Δ: seed-paired change vs the default (* = beyond noise)",
-        caption_justify="left",
-        show_edge=False,
-        pad_edge=False,
-    )
-    for i, column in enumerate(_SHORT_HEADER):
-        table.add_column(column, justify="left" if i in (0, 6) else "right", no_wrap=i != 0)
+    rows = []
     for r in report["rows"]:
         delta = "default" if r["factor"] == "baseline" else _two_lines(r["vs_baseline"], 2, True)
         if r["factor"] != "baseline" and not r["vs_baseline_noise"]:
             delta = delta.replace("\n", "*\n", 1) if "\n" in delta else delta + "*"
-        table.add_row(
-            varied(r),
-            str(r["calibration_inputs"]),
-            _two_lines(r["accuracy"]),
-            _two_lines(r["worst_accuracy"]),
-            _two_lines(r["disagreement"], 2),
-            _two_lines(r["worst_disagreement"], 2),
-            r["worst_group"],
-            delta,
+        rows.append(
+            [
+                breakable(varied(r), dashes=True),
+                str(r["calibration_inputs"]),
+                _two_lines(r["accuracy"]),
+                _two_lines(r["worst_accuracy"]),
+                _two_lines(r["disagreement"], 2),
+                _two_lines(r["worst_disagreement"], 2),
+                r["worst_group"],
+                delta,
+            ]
         )
-    return table
+    return table(
+        f"{report['scheme']} calibration, mean ±95% CI over {seeds} "
+        f"seed{'s' if seeds > 1 else ''}, best worst-group disagreement first",
+        _SHORT_HEADER,
+        rows,
+        caption="dis.: disagreement with the FP model; worst: over clean, each shift family "
+        "and each class; Δ: seed-paired change vs the default (* = beyond noise)",
+        left=(0, 6),
+    )
 
 
 def calibrate_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:

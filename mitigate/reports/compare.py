@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.table import Table
 
 from mitigate.reports.figures import colors, figure, percent_axis
+from mitigate.reports.tables import Fitted, breakable, table
 from mitigate.reports.writer import Plot
 from mitigate.stats import format_mean_ci
 
@@ -66,40 +66,25 @@ def compare_rows(report: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-def compare_table(report: dict[str, Any]) -> Table:
+def compare_table(report: dict[str, Any]) -> Fitted:
     """The compare rows for an 80-column terminal: a strategy that trained on the selected
     inputs' labels is marked ``*`` (instead of a labels column), and each value wraps at its
     ``±`` rather than being cut short."""
     seeds = len(report["seeds"])
-    table = Table(
-        title=f"Net removal of {report['scheme']} disagreements vs the original FP model, "
-        f"mean ±95% CI over {seeds} seed{'s' if seeds > 1 else ''}",
-        title_justify="left",
-        caption="* uses the selected inputs' labels.  noise: not distinguishable from its "
-        "noise floor (the control, or zero); floor: the noise floor itself",
-        caption_justify="left",
-        show_edge=False,
-        pad_edge=False,
-    )
     rows = [
-        [row[0] + (" *" if row[3] == "yes" else ""), *row[1:3], *row[4:]]
+        [breakable(row[0]) + (" *" if row[3] == "yes" else ""), *row[1:3], *row[4:]]
         for row in compare_rows(report)
     ]
     header = [*HEADER[:3], *HEADER[4:]]
-    for i, column in enumerate(header):
-        if i < 3:  # names and budgets stay whole; the values wrap instead
-            width = max([len(column)] + [len(row[i]) for row in rows])
-            table.add_column(column, no_wrap=True, min_width=width)
-        else:
-            table.add_column(
-                "\n".join(column.rsplit(" ", 1)),
-                justify="right" if i < len(header) - 1 else "left",
-                overflow="fold",
-                min_width=5,
-            )
-    for row in rows:
-        table.add_row(*row)
-    return table
+    return table(
+        f"Net removal of {report['scheme']} disagreements vs the original FP model, "
+        f"mean ±95% CI over {seeds} seed{'s' if seeds > 1 else ''}",
+        header,
+        rows,
+        caption="* uses the selected inputs' labels.  noise: not distinguishable from its "
+        "noise floor (the control, or zero); floor: the noise floor itself",
+        left=(0, 1, 2, len(header) - 1),
+    )
 
 
 def best_line(best: dict[str, Any], *, bold: bool = False) -> str:

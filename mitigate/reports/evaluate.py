@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mitigate.reports.figures import WORST, colors, figure, percent_axis
+from mitigate.reports.tables import Fitted, breakable, table
 from mitigate.reports.tables import pct as _pct
-from mitigate.reports.tables import table
 from mitigate.reports.writer import Plot
 
 if TYPE_CHECKING:
@@ -44,9 +44,10 @@ def _table(
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
     caption: str | None = None,
-) -> Any:
+) -> Fitted:
+    labelled = [[breakable(row[0]), *row[1:]] for row in rows]
     return table(
-        title, [header[0], *map(_header, header[1:])], rows, caption=caption, bold_first=True
+        title, [header[0], *map(_header, header[1:])], labelled, caption=caption, bold_first=True
     )
 
 
@@ -247,7 +248,7 @@ def shift_heatmap(report: dict[str, Any]) -> Figure:
             ax.text(
                 start + (width - 1) / 2,
                 y,
-                f"{100 * rate:.1f}%",
+                _pct(rate),
                 ha="center",
                 va="center",
                 fontsize=6,

@@ -208,7 +208,7 @@ def removed_introduced(report: dict[str, Any]) -> Figure:
     ax.grid(axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=3, fontsize=7, frameon=False)
     t = report["totals"]["all"]
-    change = "" if t["net_removal"] is None else f", net removal {100 * t['net_removal']:+.0f}%"
+    change = "" if t["net_removal"] is None else f", net removal {_pct(t['net_removal'])}"
     fig.suptitle(
         f"{report['strategy']} on {report['scheme_before']}: {t['before']} → {t['after']} "
         f"disagreements ({t['removed']} removed, {t['introduced']} introduced{change})",

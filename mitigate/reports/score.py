@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.table import Table
 
 from mitigate.reports.figures import WORST, colors, panels, percent_axis
+from mitigate.reports.tables import Fitted, bare_table, breakable
 from mitigate.reports.writer import Plot
 from mitigate.scanning import Predictions, score_key
 
@@ -51,7 +51,7 @@ def _budget_label(report: dict[str, Any]) -> tuple[str, str]:
     return k, f"{k} = {budget:g} of the inputs" if isinstance(budget, float) else k
 
 
-def score_table(report: dict[str, Any]) -> Table:
+def score_table(report: dict[str, Any]) -> Fitted:
     """Per scheme, every score sorted by AUROC: AUROC, AUPR, TNR@95 and, with the standard
     protocol, precision / recall at the budget (with the paper protocol, the sample size)."""
     standard = report["protocol"] == "standard"
@@ -65,35 +65,28 @@ def score_table(report: dict[str, Any]) -> Table:
             f"\nP@{k}: share of the {k} selected inputs that disagree; "
             f"R@{k}: share of the disagreements they catch"
         )
-    table = Table(
-        title=title,
-        title_justify="left",
-        caption=caption,
-        caption_justify="left",
-        show_edge=False,
-        pad_edge=False,
-    )
-    table.add_column("scheme", style="bold", overflow="fold", max_width=16)
-    table.add_column("score", no_wrap=True)
+    result = bare_table(title, caption)
+    result.add_column("scheme", style="bold", overflow="fold")
+    result.add_column("score", overflow="fold")
     extra = [f"P@{k}", f"R@{k}"] if standard else ["n"]
     for header in ["AUROC", "AUPR", "TNR@95", *extra]:
-        table.add_column(header, justify="right", no_wrap=True)
+        result.add_column(header, justify="right", overflow="fold")
     for scheme in report["schemes"]:
         rows = sorted((r for r in report["results"] if r["scheme"] == scheme), key=_auroc_key)
         if not rows:
             continue
         note = f"{rows[0]['positives']:,} disagree"
         for i, row in enumerate(rows):
-            first = scheme if i == 0 else note if i == 1 else ""
+            first = breakable(scheme) if i == 0 else note if i == 1 else ""
             cells = [_num(row["auroc"]), _num(row["aupr"]), _num(row["tnr_at_95tpr"])]
             if standard:
                 cells += [_num(row["precision_at_budget"]), _num(row["recall_at_budget"])]
             else:
                 cells.append(str(row["n"]))
             style = "dim" if row["score"] in ("oracle", "random") else None
-            table.add_row(first, row["score"], *cells, style=style)
-        table.add_section()
-    return table
+            result.add_row(first, row["score"], *cells, style=style)
+        result.add_section()
+    return Fitted(result)
 
 
 def winner_lines(report: dict[str, Any]) -> list[str]:

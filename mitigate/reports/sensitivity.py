@@ -124,7 +124,7 @@ def layer_bars(report: dict[str, Any]) -> Figure:
     colors = [REMOVED if v > 0 else INTRODUCED for v in removed]
     ax.barh(y, removed, color=colors, label="removed by keeping it in float")
     ax.set_yticks(
-        y, [f"{r['name']} ({100 * r['param_share']:.0f}% params)" for r in layers], fontsize=7
+        y, [f"{r['name']} ({pct(r['param_share'], 0)} params)" for r in layers], fontsize=7
     )
     ax.invert_yaxis()
     ax.axvline(0, color="0.5", linewidth=0.8)

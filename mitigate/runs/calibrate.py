@@ -430,7 +430,7 @@ class _SeedRun:
         }
 
 
-def cell_predictions(cells_dir: str | Path, seed: int, setting: str) -> Any:
+def cell_predictions(cells_dir: str | Path, seed: int, setting: str) -> Predictions:
     """The per-input file of one cell as :class:`~mitigate.scanning.Predictions`: the seed's
     reference (groups, labels, FP labels) with the cell's quantized labels as variant
     ``setting`` — everything a cell's numbers are counted from."""

@@ -9,22 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mitigate.config import Config
-from mitigate.runs.result import RunResult, run_header
-from mitigate.scanning import Predictions
+from mitigate.runs.result import PredictionsResult, run_header
 
 __all__ = ["EvaluateResult", "evaluate"]
 
 
 @dataclass(frozen=True)
-class EvaluateResult(RunResult):
-    """The report and the per-input predictions every count in it comes from."""
-
-    predictions: Predictions
-
-    def write_data(self, folder: Path) -> list[Path]:
-        """``predictions.npz`` (f0 reference, every scheme's labels)."""
-        self.predictions.save(folder / "predictions.npz")
-        return [folder / "predictions.npz"]
+class EvaluateResult(PredictionsResult):
+    """The report and the per-input predictions every count in it comes from (f0 reference,
+    every scheme's labels)."""
 
 
 def evaluate(

@@ -8,8 +8,9 @@ from typing import Any
 
 from mitigate.config import Config, config_to_dict
 from mitigate.runs.base_model import ModelInfo
+from mitigate.scanning import Predictions
 
-__all__ = ["Report", "RunResult", "run_header"]
+__all__ = ["PredictionsResult", "Report", "RunResult", "run_header"]
 
 Report = dict[str, Any]  # JSON-able: what report.json holds
 
@@ -29,6 +30,23 @@ class RunResult:
         """Write the run's data files (e.g. ``predictions.npz``) into ``folder``; return them.
         A run without data files writes nothing."""
         return []
+
+
+@dataclass(frozen=True)
+class PredictionsResult(RunResult):
+    """A run's report and the per-input predictions every count in it comes from.
+
+    Attributes:
+        predictions: the scan (:class:`~mitigate.scanning.Predictions`), written as
+            ``predictions.npz`` so every number can be recounted.
+    """
+
+    predictions: Predictions
+
+    def write_data(self, folder: Path) -> list[Path]:
+        """``predictions.npz``."""
+        self.predictions.save(folder / "predictions.npz")
+        return [folder / "predictions.npz"]
 
 
 def run_header(command: str, config: Config, model_info: ModelInfo | None = None) -> Report:

@@ -24,7 +24,7 @@ from mitigate.config import Config
 from mitigate.mitigation.strategies import State, StrategySettings
 from mitigate.quantization.api import QuantizedModel
 from mitigate.quantization.schemes import Scheme
-from mitigate.runs.result import Report, RunResult, run_header
+from mitigate.runs.result import PredictionsResult, Report, run_header
 from mitigate.runs.session import Session
 from mitigate.scanning import Predictions
 from mitigate.selectors.pool import Selected
@@ -45,15 +45,8 @@ ScanProgress = Callable[[str], AbstractContextManager[Callable[[int], None] | No
 
 
 @dataclass(frozen=True)
-class RetrainResult(RunResult):
+class RetrainResult(PredictionsResult):
     """The report, and the per-input labels of f0 (reference), q0, f1 and q1."""
-
-    predictions: Predictions
-
-    def write_data(self, folder: Path) -> list[Path]:
-        """``predictions.npz`` (f0 reference; q0, f1, q1)."""
-        self.predictions.save(folder / "predictions.npz")
-        return [folder / "predictions.npz"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from mitigate.config import Config
 from mitigate.counting import family_of
 from mitigate.data.evalset import iter_batches
 from mitigate.errors import MitigateError, unknown_choice
-from mitigate.runs.result import Report, RunResult, run_header
+from mitigate.runs.result import PredictionsResult, Report, run_header
 from mitigate.runs.session import Session
 from mitigate.scanning import Predictions, scan, score_key
 
@@ -42,15 +42,8 @@ BASELINE = "random"  # what any score must beat
 
 
 @dataclass(frozen=True)
-class ScoreResult(RunResult):
+class ScoreResult(PredictionsResult):
     """The report and the scan it was computed from (every score kept per input)."""
-
-    predictions: Predictions
-
-    def write_data(self, folder: Path) -> list[Path]:
-        """``predictions.npz``: labels and every kept score per input."""
-        self.predictions.save(folder / "predictions.npz")
-        return [folder / "predictions.npz"]
 
 
 def score(

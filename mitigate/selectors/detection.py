@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mitigate._checks import describe, is_integer_tensor
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.selectors.selection import _check_scores, resolve_budget, select
 
@@ -323,19 +324,10 @@ def evaluate_scores(
 def _group_members(
     groups: object, n: int, group_names: Sequence[str] | None
 ) -> list[tuple[str, Tensor]]:
-    if (
-        not isinstance(groups, Tensor)
-        or groups.shape != (n,)
-        or groups.is_floating_point()
-        or groups.is_complex()
-        or groups.dtype == torch.bool
-    ):
-        got = (
-            f"{groups.dtype} of shape {list(groups.shape)}"
-            if isinstance(groups, Tensor)
-            else type(groups).__name__
+    if not is_integer_tensor(groups, (n,)):
+        raise MitigateError(
+            f"groups must be an integer tensor of shape [{n}], got {describe(groups)}"
         )
-        raise MitigateError(f"groups must be an integer tensor of shape [{n}], got {got}")
     ids = [int(g) for g in torch.unique(groups)]
     if group_names is not None and ids and (ids[0] < 0 or ids[-1] >= len(group_names)):
         raise MitigateError(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mitigate._checks import describe, is_integer_tensor
 from mitigate.errors import MitigateError, unknown_choice
 
 __all__ = [
@@ -265,21 +266,11 @@ def _check_pair(fp_logits: object, quantized_logits: object) -> tuple[Tensor, Te
 def _check_index(index: object, n: int | None, device: torch.device | None) -> Tensor:
     if index is None and n is not None:
         return torch.arange(n, device=device)
-    if (
-        not isinstance(index, Tensor)
-        or index.ndim != 1
-        or (n is not None and index.shape[0] != n)
-        or index.is_floating_point()
-        or index.is_complex()
-        or index.dtype == torch.bool
-    ):
-        got = (
-            f"{index.dtype} of shape {list(index.shape)}"
-            if isinstance(index, Tensor)
-            else type(index).__name__
-        )
+    if not is_integer_tensor(index) or index.ndim != 1 or (n is not None and index.shape[0] != n):  # type: ignore[union-attr]
         want = f"[{n}]" if n is not None else "[N]"
-        raise MitigateError(f"index must be an integer tensor of shape {want}, got {got}")
+        raise MitigateError(
+            f"index must be an integer tensor of shape {want}, got {describe(index)}"
+        )
     if device is not None and index.device != device:
         raise MitigateError(f"index on {index.device} but logits on {device}")
     return index

@@ -20,6 +20,7 @@ import numbers
 import torch
 from torch import Tensor
 
+from mitigate._checks import describe, is_integer_tensor
 from mitigate.errors import MitigateError
 
 __all__ = ["resolve_budget", "select"]
@@ -73,20 +74,11 @@ def _check_scores(scores: object, what: str = "scores") -> Tensor:
 
 
 def _check_labels(labels: object, n: int, device: torch.device) -> Tensor:
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != (n,)
-        or labels.is_floating_point()
-        or labels.is_complex()
-        or labels.dtype == torch.bool
-    ):
-        got = (
-            f"{labels.dtype} of shape {list(labels.shape)}"
-            if isinstance(labels, Tensor)
-            else type(labels).__name__
+    if not is_integer_tensor(labels, (n,)):
+        raise MitigateError(
+            f"labels must be an integer tensor of shape [{n}], got {describe(labels)}"
         )
-        raise MitigateError(f"labels must be an integer tensor of shape [{n}], got {got}")
-    return labels.to(device)
+    return labels.to(device)  # type: ignore[union-attr]
 
 
 def _candidate_mask(exclude: object, n: int, device: torch.device) -> Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mitigate._checks import describe, is_integer_tensor
 from mitigate.errors import MitigateError
 from mitigate.selectors.selection import _check_scores
 
@@ -59,20 +60,10 @@ class StreamingTopK:
             index: ``[B]`` integer pool positions of those inputs.
         """
         scores = _check_scores(scores)
-        if (
-            not isinstance(index, Tensor)
-            or index.shape != scores.shape
-            or index.is_floating_point()
-            or index.is_complex()
-            or index.dtype == torch.bool
-        ):
-            got = (
-                f"{index.dtype} of shape {list(index.shape)}"
-                if isinstance(index, Tensor)
-                else type(index).__name__
-            )
+        if not is_integer_tensor(index, scores.shape):
             raise MitigateError(
-                f"index must be an integer tensor of shape {list(scores.shape)}, got {got}"
+                f"index must be an integer tensor of shape {list(scores.shape)}, "
+                f"got {describe(index)}"
             )
         if self.n_seen == 0:
             # The buffer lives where the first batch lives.

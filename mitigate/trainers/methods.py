@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -30,6 +30,7 @@ from mitigate.trainers._weighted import cross_entropy
 from mitigate.trainers.adversarial import pgd_attack
 from mitigate.trainers.distill import distill_kl
 from mitigate.trainers.mixup import mix_inputs, mixup_cross_entropy, sample_mixup
+from mitigate.trainers.settings import TrainConfig
 
 if TYPE_CHECKING:
     from mitigate.trainers.module import ClassifierModule
@@ -68,7 +69,7 @@ class MethodOptions:
                 raise MitigateError(f"train.{name} must be {rule}, got {getattr(self, name)}")
 
     @classmethod
-    def from_config(cls, train: Any) -> MethodOptions:
+    def from_config(cls, train: TrainConfig) -> MethodOptions:
         """The options named the same in a :class:`mitigate.config.TrainConfig`."""
         return cls(**{f.name: getattr(train, f.name) for f in fields(cls)})
 

@@ -106,3 +106,63 @@ def test_help_choices_match_the_registries():
     assert set(c.sources) == set(SOURCES) and set(c.samplings) == set(SAMPLINGS)
     assert set(c.engines) == set(ENGINES) and set(c.granularities) == set(GRANULARITIES)
     assert set(c.observers) == set(OBSERVERS)
+
+
+RANKED = "16-ranked-minmax-qnnpack"  # ranks the calibration candidates with the FP model
+
+
+@pytest.fixture(scope="module")
+def other_checkpoint(tiny_config_file, tmp_path_factory):
+    """A model trained with another seed than the cached base model: a different ranker."""
+    folder = tmp_path_factory.mktemp("model")
+    result = runner.invoke(
+        app, ["train", "-c", str(tiny_config_file), "--seed", "7", "-o", str(folder), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    (path,) = folder.glob("*.pt")
+    return path
+
+
+def test_a_ranked_preset_ranks_with_the_checkpoint_given(tiny_config_file, other_checkpoint):
+    """``--calibration <ranked preset> --model CKPT`` ranks with CKPT, not the base model."""
+    import torch
+
+    from mitigate.calibration import parse_setting
+    from mitigate.config import load_config, override
+    from mitigate.models import load_checkpoint
+    from mitigate.runs.calibration import baseline_setting, calibration_set
+    from mitigate.runs.session import Session
+
+    config = override(load_config(tiny_config_file), calibration__preset=RANKED)
+    session = Session.open(config, checkpoint=other_checkpoint)
+    setting = parse_setting(RANKED, baseline_setting(config))
+    mine, _ = load_checkpoint(other_checkpoint)
+    base = Session.open(config).model
+    by_checkpoint = calibration_set(config, session.data, setting, model=mine.eval())
+    by_base = calibration_set(config, session.data, setting, model=base)
+    assert torch.equal(session.calibration, by_checkpoint)
+    assert not torch.equal(by_checkpoint, by_base)  # so the test can tell the two apart
+
+
+def test_the_cli_and_a_python_caller_calibrate_alike(tiny_config_file, other_checkpoint, tmp_path):
+    """The same preset from ``--calibration`` and from ``[calibration] preset`` in Python: the
+    same schemes (observer and engine from the preset) and the same int8 labels."""
+    import numpy as np
+
+    import mitigate
+    from mitigate.config import load_config, override
+    from mitigate.scanning import Predictions
+
+    args = ["evaluate", "-c", str(tiny_config_file), "--schemes", "int8"]
+    args += ["--calibration", RANKED, "--model", str(other_checkpoint), "-o", str(tmp_path), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cli = json.loads((tmp_path / "report.json").read_text())
+    config = override(
+        load_config(tiny_config_file), quantization__schemes=["int8"], calibration__preset=RANKED
+    )
+    library = mitigate.evaluate(config, checkpoint=other_checkpoint)
+    assert library.report["schemes"] == cli["schemes"] == ["int8:engine=qnnpack:observer=minmax"]
+    assert library.report["config"] == cli["config"]
+    labels = Predictions.load(tmp_path / "predictions.npz").variants[cli["schemes"][0]]
+    np.testing.assert_array_equal(library.predictions.variants[cli["schemes"][0]], labels)

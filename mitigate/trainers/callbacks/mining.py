@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from mitigate._checks import is_integer_tensor
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.quantization import Int8Static, parse_scheme, quantize
 from mitigate.selectors import SCORES, compute_score, resolve_budget, score_names, select
@@ -302,7 +303,7 @@ class DisagreementMining(pl.Callback):
             return torch.softmax(logits.float() / self.temperature, dim=1)
         labels = self.labeller(indices)
         labels = torch.as_tensor(labels) if not isinstance(labels, Tensor) else labels
-        if labels.shape != indices.shape or labels.is_floating_point() or labels.is_complex():
+        if not is_integer_tensor(labels, indices.shape):
             raise MitigateError(
                 f"labeller must return {len(indices)} integer labels for {len(indices)} indices, "
                 f"got {labels.dtype} of shape {list(labels.shape)}"

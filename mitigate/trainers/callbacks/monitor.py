@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from mitigate._checks import is_integer_tensor
 from mitigate.disagreement import DisagreementRate, to_labels
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.quantization import (
@@ -330,12 +331,7 @@ def _check_val_inputs(
             "val_inputs must be float inputs [N, ...] (token ids int64 [N, L] for text models) "
             "or a pair (inputs, labels)"
         )
-    if y is not None and (
-        not isinstance(y, Tensor)
-        or y.shape != (x.shape[0],)
-        or y.is_floating_point()
-        or y.dtype == torch.bool
-    ):
+    if y is not None and not is_integer_tensor(y, (x.shape[0],)):
         raise MitigateError(f"val_inputs labels must be integer labels of shape [{x.shape[0]}]")
     if log_accuracy and y is None:
         raise MitigateError(
