@@ -13,7 +13,9 @@ not import torch until a name is used.
 - Lightning callbacks: :class:`DisagreementMonitor`, :class:`DisagreementMining`.
 - Mitigate: :data:`STRATEGIES` (named recipes, combinable with ``+``), :func:`account`; what
   in the quantized model causes disagreements: :func:`layer_sensitivity`,
-  :func:`greedy_fallback`, :func:`search_settings`.
+  :func:`search_fallback` (within a budget), :func:`greedy_fallback`, :func:`search_settings`;
+  changing only the quantizer: :func:`adaround`, :func:`search_ranges`; at run time:
+  :class:`GuardedModel` with :func:`choose_threshold`.
 - The runs behind the CLI, one per command (``config -> result`` with ``.report``):
   :func:`evaluate`, :func:`score`, :func:`sensitivity`, :func:`retrain`, :func:`compare`,
   :func:`calibrate`, :func:`train`; :func:`load_config`, :class:`Config`, :class:`Session`.
@@ -75,6 +77,11 @@ _EXPORTS = {
     "account": ".mitigation.accounting",
     "layer_sensitivity": ".mitigation.sensitivity",
     "greedy_fallback": ".mitigation.fallback",
+    "search_fallback": ".mitigation.fallback",
+    "GuardedModel": ".mitigation.guard",
+    "choose_threshold": ".mitigation.guard",
+    "adaround": ".mitigation.adaround",
+    "search_ranges": ".mitigation.ranges",
     "search_settings": ".mitigation.settings_search",
 }
 _SUBMODULES = ("functional",)

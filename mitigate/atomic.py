@@ -22,6 +22,7 @@ __all__ = [
     "write_json",
     "write_npz",
     "write_text",
+    "write_torch",
 ]
 
 
@@ -54,6 +55,16 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory."""
     with temporary_beside(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` through a temporary file in the same directory."""
+    import torch
+
+    with temporary_beside(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
 

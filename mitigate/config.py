@@ -123,10 +123,15 @@ class RetrainConfig:
     ``+`` (applied in order, e.g. ``settings+fallback``). The training strategies fine-tune
     for ``epochs`` at ``lr`` with the other ``[train]`` options; ``control`` also runs the
     same training with no selected inputs, the noise floor a training strategy must beat.
-    ``max_float_layers`` / ``max_float_params`` (a fraction of the parameters, 0 = no limit)
-    bound the ``fallback`` strategy. ``settings`` and ``fallback`` need no labels, so they
-    score candidates on ``probe_size`` selected pool inputs rather than on the (labelled)
-    budget: on a few hundred near-tie inputs their choices are noise.
+
+    Cost is a budget, not a footnote: ``max_float_params`` and ``max_float_macs`` (shares of
+    the model's parameters and of its Conv/Linear MACs, 0 = no limit) and ``max_float_layers``
+    (0 = no limit) bound what ``fallback`` may keep in float. The label-free steps
+    (``settings``, ``fallback``, ``adaround``, ``bias-correction``) score candidates on, or
+    fit to, ``probe_size`` selected pool inputs rather than the (labelled) budget: on a few
+    hundred near-tie inputs their choices are noise. ``guard`` picks its threshold on the
+    whole pool: the one that reroutes ``guard_catch`` of the pool's disagreements, or, when
+    ``guard_rate`` is above 0, at most ``guard_rate`` of its inputs.
     """
 
     strategy: str = "finetune"
@@ -134,9 +139,12 @@ class RetrainConfig:
     epochs: int = 5
     lr: float = 5e-4
     control: bool = True
-    max_float_layers: int = 2
-    max_float_params: float = 0.0
+    max_float_params: float = 0.1
+    max_float_macs: float = 0.1
+    max_float_layers: int = 0
     probe_size: int = 2000
+    guard_catch: float = 0.95
+    guard_rate: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,12 @@ def compare_command(
     when a run completes.
     """
     from mitigate.config import load_config, override
-    from mitigate.reports.compare import best_line, compare_markdown, compare_plots, compare_table
+    from mitigate.reports.compare import (
+        best_line,
+        compare_markdown,
+        compare_plots,
+        compare_tables,
+    )
     from mitigate.runs.compare import compare, plan_cells
 
     cfg = override(
@@ -80,7 +85,9 @@ def compare_command(
 
             result = compare(cfg, out, checkpoint=model, on_cell=on_cell, progress=ui.progress)
         report = result.report
-        ui.print(compare_table(report))
+        for table in compare_tables(report):
+            ui.print(table)
+            ui.print()
         best = report.get("best_on_held_out")
         if best:
             ui.print(best_line(best), highlight=False)

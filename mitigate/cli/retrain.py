@@ -27,7 +27,19 @@ from mitigate.cli.common import (
 __all__ = ["retrain_command"]
 
 # Kept here so --help need not import torch; a test keeps them equal to the registries.
-STRATEGY_CHOICES = ("none", "recalibrate", "finetune", "qat", "distill", "settings", "fallback")
+STRATEGY_CHOICES = (
+    "none",
+    "recalibrate",
+    "finetune",
+    "qat",
+    "distill",
+    "settings",
+    "fallback",
+    "adaround",
+    "bias-correction",
+    "ranges",
+    "guard",
+)
 
 
 @handle_errors
@@ -61,6 +73,33 @@ def retrain_command(
         bool | None,
         typer.Option("--control/--no-control", help="Also train with no selected inputs."),
     ] = None,
+    max_float_params: Annotated[
+        float | None,
+        typer.Option(
+            "--max-float-params",
+            help="fallback: at most this share of the parameters in float (0 = no limit).",
+        ),
+    ] = None,
+    max_float_macs: Annotated[
+        float | None,
+        typer.Option(
+            "--max-float-macs",
+            help="fallback: at most this share of the MACs in float (0 = no limit).",
+        ),
+    ] = None,
+    guard_catch: Annotated[
+        float | None,
+        typer.Option(
+            "--guard-catch",
+            help="guard: reroute this share of the pool's disagreements (default 0.95).",
+        ),
+    ] = None,
+    guard_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--guard-rate", help="guard: reroute at most this share of the pool's inputs instead."
+        ),
+    ] = None,
     calibration: CalibrationOption = None,
     config: ConfigOption = None,
     model: ModelOption = None,
@@ -71,6 +110,8 @@ def retrain_command(
     fmt: FormatOption = ReportFormat.md,
 ) -> None:
     """Mitigate one scheme's disagreements and count removed, introduced and accuracy."""
+    from rich.markup import escape
+
     from mitigate.config import load_config, override
     from mitigate.reports.retrain import headline, retrain_markdown, retrain_plots, retrain_tables
     from mitigate.runs.retrain import retrain
@@ -85,6 +126,10 @@ def retrain_command(
         retrain__scheme=scheme,
         retrain__epochs=epochs,
         retrain__control=control,
+        retrain__max_float_params=max_float_params,
+        retrain__max_float_macs=max_float_macs,
+        retrain__guard_catch=guard_catch,
+        retrain__guard_rate=guard_rate,
         calibration__preset=calibration,
     )
     out = check_out(out or Path("runs") / "retrain")
@@ -100,6 +145,8 @@ def retrain_command(
         for line in lines[1:]:
             ui.print(line)
         ui.print(f"time: {report['wall_time_s']:.1f}s")
+        for warning in report["warnings"]:
+            ui.print(f"[bold yellow]warning:[/] {escape(warning)}")
         emit_report(
             ui,
             out,

@@ -6,7 +6,8 @@ quantized copy q0, the new FP model f1 and its quantized copy q1, an input is
 - a disagreement *before* if q0 != f0, *after* if q1 != f0;
 - *removed* if before and not after, *introduced* if after and not before, *survived* if both;
 - a disagreement *within the new pair* if q1 != f1;
-- FP *churn* if f1 != f0 (the retrained FP model itself changed its answer).
+- FP *churn* if f1 != f0 (the retrained FP model itself changed its answer);
+- *rerouted* (a guarded q1 only) if the guard answered it with the FP model.
 
 ``before - removed + introduced == after`` holds for every group by construction; net removal
 is ``(before - after) / before``.
@@ -27,9 +28,15 @@ MODELS = ("f0", "q0", "f1", "q1")
 
 
 def counts(
-    label: np.ndarray, f0: np.ndarray, q0: np.ndarray, f1: np.ndarray, q1: np.ndarray
+    label: np.ndarray,
+    f0: np.ndarray,
+    q0: np.ndarray,
+    f1: np.ndarray,
+    q1: np.ndarray,
+    rerouted: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The accounting for one set of inputs (all arrays ``[n]`` of labels)."""
+    """The accounting for one set of inputs (all arrays ``[n]`` of labels; ``rerouted``, for a
+    guarded q1, is 1 where the guard answered with the FP model)."""
     n = int(label.shape[0])
     before, after = q0 != f0, q1 != f0
     result: dict[str, Any] = {
@@ -48,6 +55,9 @@ def counts(
     result["net_removal_within_pair"] = (
         (result["before"] - result["within_pair"]) / result["before"] if result["before"] else None
     )
+    if rerouted is not None:
+        result["rerouted"] = int(rerouted.sum())
+        result["reroute_rate"] = result["rerouted"] / n if n else 0.0
     result["accuracy"] = {
         name: round(float((labels == label).mean()), 6) if n else 0.0
         for name, labels in zip(MODELS, (f0, q0, f1, q1), strict=True)
@@ -58,11 +68,14 @@ def counts(
 def account(pred: Predictions) -> dict[str, Any]:
     """Accounting per group, per shift family, for the totals (clean, seen shifts, held-out
     shifts, natural, all) and the worst group. ``pred.variants`` must hold q0, f1 and q1 and
-    ``pred.reference`` is f0."""
+    ``pred.reference`` is f0; ``pred.scores["rerouted"]``, when present, marks the inputs a
+    guarded q1 answered with the FP model."""
     q0, f1, q1 = (pred.variants[k] for k in ("q0", "f1", "q1"))
+    rerouted = pred.scores.get("rerouted")
 
     def of(mask: np.ndarray) -> dict[str, Any]:
-        return counts(pred.label[mask], pred.reference[mask], q0[mask], f1[mask], q1[mask])
+        guard = None if rerouted is None else rerouted[mask]
+        return counts(pred.label[mask], pred.reference[mask], q0[mask], f1[mask], q1[mask], guard)
 
     cols = InputGroups.of(pred)
     groups = [

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from mitigate.errors import MitigateError
 
-__all__ = ["deployment_cost", "serialized_size"]
+__all__ = ["deployment_cost", "float_shares", "serialized_size"]
 
 FP = "fp"
 
@@ -37,6 +37,32 @@ def serialized_size(model: nn.Module) -> int:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
+
+
+def float_shares(
+    model: nn.Module, scheme: object, input_shape: tuple[int, ...]
+) -> dict[str, float]:
+    """The shares of ``model``'s parameters and of its Conv/Linear MACs that ``scheme`` keeps in
+    float: its ``float_layers`` for static int8, nothing for the other schemes.
+
+    Example:
+        >>> from mitigate.quantization import Int8Static
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+        >>> float_shares(net, Int8Static(float_layers=("1",)), (4,))  # 18 of 58 parameters
+        {'params': 0.3103448275862069, 'macs': 0.3333333333333333}
+    """
+    import math
+
+    from mitigate.models import layer_table
+
+    names = set(getattr(scheme, "float_layers", ()))
+    if not names:
+        return {"params": 0.0, "macs": 0.0}
+    rows = [r for r in layer_table(model, input_shape) if r["name"] in names]
+    return {
+        "params": math.fsum(r["param_share"] for r in rows),
+        "macs": math.fsum(r["mac_share"] for r in rows),
+    }
 
 
 def deployment_cost(

@@ -17,11 +17,9 @@ into place, so a crash never leaves half a checkpoint under the real name.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +32,14 @@ from mitigate.errors import MitigateError, unknown_choice
 from mitigate.models.base import ZooModel
 from mitigate.models.registry import build_model, model_modality, model_names
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "load_checkpoint",
+    "read_torch_file",
+    "save_checkpoint",
+    "write_torch_file",
+]
 
 CHECKPOINT_FORMAT = "mitigate-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -83,7 +88,7 @@ def save_checkpoint(
         "meta": full_meta,
         "state_dict": state,
     }
-    _atomic_save(Path(path), payload)
+    write_torch_file(Path(path), payload)
 
 
 def load_checkpoint(
@@ -111,7 +116,7 @@ def load_checkpoint(
         raise MitigateError(f"checkpoint file not found: {path}")
     if not path.is_file():
         raise MitigateError(f"checkpoint path is not a file: {path}")
-    payload = _safe_load(path)
+    payload = read_torch_file(path)
     meta, state = _unpack(path, payload)
     arch = meta["arch"]
     if expected_arch is not None and arch != expected_arch:
@@ -208,41 +213,35 @@ def _check_arch_meta(meta: Mapping[str, Any], *, where: str) -> None:
         )
 
 
-def _atomic_save(path: Path, payload: dict[str, Any]) -> None:
+def write_torch_file(path: Path, payload: dict[str, Any], what: str = "checkpoint") -> None:
+    """``torch.save(payload)`` to ``path`` through a temporary file in the same folder, so a
+    crash never leaves half a file under the real name; ``what`` names the file in errors."""
+    from mitigate.atomic import write_torch
+
     if path.is_dir():
-        raise MitigateError(f"cannot write checkpoint: {path} is a folder")
+        raise MitigateError(f"cannot write {what}: {path} is a folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_torch(path, payload)
     except OSError as err:
-        raise MitigateError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        raise MitigateError(f"cannot write {what} {path}: {err.strerror or err}") from None
 
 
-def _safe_load(path: Path) -> Any:
+def read_torch_file(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``: a file holding anything beyond tensors and plain
+    data is refused before any of its code can run; any other failure is one line naming it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about unusual pickle protocols
             return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError:
         raise MitigateError(
-            f"{path} is not a safe mitigate checkpoint: it holds Python objects beyond tensors "
+            f"{path} is not a safe mitigate {what}: it holds Python objects beyond tensors "
             "and plain data, which could run code when loaded, so it was refused"
         ) from None
     except Exception as err:  # a stranger's file can fail in any way; report, never crash
         reason = str(err).splitlines()[0][:120] if str(err) else "no details"
         raise MitigateError(
-            f"{path} is not a mitigate checkpoint or is corrupt ({type(err).__name__}: {reason})"
+            f"{path} is not a mitigate {what} or is corrupt ({type(err).__name__}: {reason})"
         ) from None
 
 

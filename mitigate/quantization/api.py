@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +75,15 @@ class QuantizedModel(nn.Module):
     def train(self, mode: bool = True) -> QuantizedModel:
         # A converted model has no training mode; keep it in eval whatever a caller asks.
         return super().train(False)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):  # type: ignore[override]
+        # Loading re-packs int8 weights for whichever quantized engine is active, and a qnnpack
+        # model re-packed under x86 silently runs x86 kernels: load under this model's engine.
+        engine = static._engine(self.engine) if self.engine else contextlib.nullcontext()
+        with engine, quiet_backend():
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
 def quantize(

@@ -1,5 +1,7 @@
-"""``mitigate compare`` report: one row per strategy x selector x budget over seeds, the best
-row on held-out shifts, and the net removal against the budget."""
+"""``mitigate compare`` report: one row per strategy x selector x budget over seeds — what it
+removes, and what its q1 costs against q0 and FP — the best row on held-out shifts, the net
+removal against the budget, and the trade-off of removal against cost with its Pareto
+frontier."""
 
 from __future__ import annotations
 
@@ -20,13 +22,31 @@ CONTROL = "control"  # a training strategy's no-selection cell
 NO_SELECTION = "-"  # the selector of a strategy that selects nothing
 
 __all__ = [
+    "COST_HEADER",
     "best_line",
     "compare_markdown",
     "compare_plots",
     "compare_rows",
     "compare_table",
+    "compare_tables",
+    "cost_rows",
     "net_removal_vs_budget",
+    "pareto",
+    "tradeoff",
 ]
+
+COST_HEADER = (
+    "strategy",
+    "selector",
+    "budget",
+    "size vs q0",
+    "size vs FP",
+    "latency vs q0",
+    "latency vs FP",
+    "float params",
+    "float MACs",
+    "rerouted",
+)
 
 HEADER = (
     "strategy",
@@ -66,6 +86,69 @@ def compare_rows(report: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _ratio(stats: dict[str, Any] | None) -> str:
+    """A ratio's mean and CI over seeds: ``1.04x ±0.19``."""
+    return format_mean_ci(stats, scale=1, digits=2, unit="x") if stats else "-"
+
+
+def cost_rows(report: dict[str, Any]) -> list[list[str]]:
+    """What each row's q1 costs (mean ± CI over seeds): size and latency against q0 and the FP
+    model (latency: one run's interleaved timing per seed), the shares of parameters and MACs
+    kept in float, and the share of test inputs a guard sends to the FP model."""
+    rows = []
+    for r in report["rows"]:
+        if r["selector"] == CONTROL:
+            continue
+        shares = [
+            format_mean_ci(r.get(k) or {"mean": None}, digits=1, unit="%")
+            for k in (
+                "float_params",
+                "float_macs",
+                "reroute_rate",
+            )
+        ]
+        rows.append(
+            [
+                r["strategy"],
+                r["selector"],
+                r["budget"],
+                *(_ratio(r.get(k)) for k in ("size_vs_q0", "size_vs_fp")),
+                *(_ratio(r.get(k)) for k in ("latency_vs_q0", "latency_vs_fp")),
+                *shares,
+            ]
+        )
+    return rows
+
+
+def compare_tables(report: dict[str, Any]) -> list[Fitted]:
+    """The removal table and the cost table, for the terminal."""
+    return [compare_table(report), cost_table(report)]
+
+
+def cost_table(report: dict[str, Any]) -> Fitted:
+    """:func:`cost_rows` for an 80-column terminal: one label per row (strategy, selector,
+    budget), short headers with a legend, and the latency noise (q0 timed twice)."""
+    noise = [(r.get("latency_noise") or {}).get("mean") for r in report["rows"]]
+    noise = [v for v in noise if v is not None]
+    legend = (
+        "size, time: q1's size and latency divided by q0's and by the FP model's; float: "
+        "shares of parameters and MACs kept in float; rerouted: test inputs a guard sends to FP"
+    )
+    if noise:
+        legend += f". The same model timed twice differed by up to {max(noise):.2f}x: noise"
+    rows = [
+        [" ".join([breakable(row[0]), *(v for v in row[1:3] if v != NO_SELECTION)]), *row[3:]]
+        for row in cost_rows(report)
+    ]
+    header = ("row", "size q0", "size FP", "time q0", "time FP", "float params", "float MACs")
+    return table(
+        "What q1 costs, mean ±95% CI over seeds",
+        [*header, "rerouted"],
+        rows,
+        caption=legend,
+    )
+
+
 def compare_table(report: dict[str, Any]) -> Fitted:
     """The compare rows for an 80-column terminal: a strategy that trained on the selected
     inputs' labels is marked ``*`` (instead of a labels column), and each value wraps at its
@@ -88,7 +171,7 @@ def compare_table(report: dict[str, Any]) -> Fitted:
 
 
 def best_line(best: dict[str, Any], *, bold: bool = False) -> str:
-    """The row that removed most on held-out shifts, with what its q1 costs against q0
+    """The row that removed most on held-out shifts, with what its q1 costs against q0 and FP
     (``bold``: the strategy in Markdown bold)."""
     strategy = f"**{best['strategy']}**" if bold else best["strategy"]
     line = (
@@ -98,10 +181,11 @@ def best_line(best: dict[str, Any], *, bold: bool = False) -> str:
     size, latency = best.get("size_vs_q0"), best.get("latency_vs_q0")
     if size and size["mean"] is not None:
         line += (
-            f"; its q1 costs {size['mean']:.2f}x the size and "
-            f"{format_mean_ci(latency, scale=1, digits=2, unit='x')} the latency of q0 "
-            "(one run's interleaved timing)"
+            f"; its q1 costs {size['mean']:.2f}x the size and {_ratio(latency)} the latency of q0"
         )
+        fp_size, fp_latency = best.get("size_vs_fp"), best.get("latency_vs_fp")
+        if fp_size and fp_size["mean"] is not None:
+            line += f" ({fp_size['mean']:.2f}x / {_ratio(fp_latency)} of FP)"
     return line + "."
 
 
@@ -119,6 +203,15 @@ def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
         "in the pool. noise: not distinguishable from its noise floor.",
         "",
         md_table(HEADER[:-1] + ("noise",), compare_rows(report)),
+        "",
+        "## What q1 costs",
+        "",
+        "Size and latency against q0 (the default int8 model) and the FP model; latency ratios "
+        "come from one run's interleaved timing per seed, and the same model timed twice "
+        "differs by the latency noise. Float: shares of parameters and MACs kept in float. "
+        "Rerouted: share of test inputs a guard answers with the FP model.",
+        "",
+        md_table(COST_HEADER, cost_rows(report)),
         "",
     ]
     if best:
@@ -255,11 +348,111 @@ def _draw_strategy(ax, rows, strategy, selector, part, x_of, span, color) -> Non
             ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, linewidth=0)
 
 
+def pareto(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: none has at least the removal (second
+    value) at no more cost (first value), and is better in one of them. Sorted by cost.
+
+    Example:
+        >>> pareto([(1.0, 0.5), (2.0, 0.4), (0.5, 0.1), (1.0, 0.5)])
+        [2, 0]
+    """
+    front = []
+    for i, (cost, gain) in enumerate(points):
+        beaten = any(
+            (c <= cost and g >= gain) and (c < cost or g > gain)
+            for j, (c, g) in enumerate(points)
+            if j != i
+        )
+        duplicate = any(points[j] == (cost, gain) for j in front)
+        if not beaten and not duplicate:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def tradeoff(report: dict[str, Any]) -> Figure:
+    """Net removal on held-out shifts against what q1 costs relative to the FP model —
+    latency (left) and size (right) — one point per row (mean, 95% CI over seeds as error
+    bars), the Pareto frontier drawn as a line through the rows it holds. The FP model itself
+    sits at cost 1: a mitigation to the right of it gave back what quantization bought."""
+    rows = [
+        r
+        for r in report["rows"]
+        if r["selector"] != CONTROL
+        and r["held_out_shifts"]["mean"] is not None
+        and (r.get("latency_vs_fp") or {}).get("mean") is not None
+    ]
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    palette = dict(zip(strategies, colors(len(strategies)), strict=True))
+    fig = figure(9.0, 3.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, label in zip(
+        axes, ("latency_vs_fp", "size_vs_fp"), ("latency", "size"), strict=True
+    ):
+        ax.axhline(0, color="0.6", linewidth=0.8, label="_zero")
+        ax.axvline(1, color="0.6", linewidth=0.8, linestyle=":", label="_fp")
+        points = [(r[key]["mean"], r["held_out_shifts"]["mean"]) for r in rows]
+        for r, (x, y) in zip(rows, points, strict=True):
+            ax.errorbar(
+                x,
+                y,
+                xerr=r[key]["ci95"] or 0,
+                yerr=r["held_out_shifts"]["ci95"] or 0,
+                fmt="o",
+                markersize=4,
+                color=palette[r["strategy"]],
+                elinewidth=0.7,
+                label="_point",
+            )
+        front = pareto(points)
+        if front:
+            ax.plot(
+                [points[i][0] for i in front],
+                [points[i][1] for i in front],
+                color="0.2",
+                linewidth=1.0,
+                linestyle="--",
+                label="Pareto frontier",
+            )
+        ax.set_xlabel(f"q1 {label} / FP {label}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        percent_axis(ax)
+    axes[0].set_ylabel("net removal, held-out shifts", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=palette[s], label=s) for s in strategies
+    ]
+    handles.append(Line2D([], [], color="0.2", linestyle="--", label="Pareto frontier"))
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(len(handles), 5),
+        fontsize=7,
+        frameon=False,
+    )
+    fig.suptitle(
+        "Removal against cost (mean, 95% CI over seeds; dotted: the FP model's own cost)",
+        fontsize=10,
+    )
+    return fig
+
+
 def compare_plots(report: dict[str, Any]) -> list[Plot]:
-    return [
+    plots = [
         Plot(
             "net-removal-vs-budget.png",
             "Net removal against the budget per strategy, 95% CI shaded",
             net_removal_vs_budget(report),
         )
     ]
+    if any((r.get("latency_vs_fp") or {}).get("mean") is not None for r in report["rows"]):
+        plots.append(
+            Plot(
+                "removal-vs-cost.png",
+                "Net removal on held-out shifts against q1's latency and size relative to FP, "
+                "Pareto frontier dashed",
+                tradeoff(report),
+            )
+        )
+    return plots

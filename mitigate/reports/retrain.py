@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "accounting_header",
     "accounting_rows",
     "headline",
     "pair_rows",
@@ -47,8 +48,16 @@ def _present(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(label, report["totals"][key]) for key, label in TOTALS if report["totals"][key]["n"]]
 
 
+def accounting_header(report: dict[str, Any]) -> tuple[str, ...]:
+    """The accounting columns; with a guard, also the share of inputs it rerouted."""
+    guarded = report["totals"]["all"].get("rerouted") is not None
+    return (*ACCOUNTING, "rerouted") if guarded else ACCOUNTING
+
+
 def accounting_rows(report: dict[str, Any]) -> list[list[str]]:
-    """Against the original FP model f0: before = q0≠f0, after = q1≠f0."""
+    """Against the original FP model f0: before = q0≠f0, after = q1≠f0; a guard's reroute
+    rate per part."""
+    guarded = len(accounting_header(report)) > len(ACCOUNTING)
     return [
         [
             label,
@@ -58,6 +67,7 @@ def accounting_rows(report: dict[str, Any]) -> list[list[str]]:
             str(t["introduced"]),
             str(t["after"]),
             _pct(t["net_removal"]),
+            *([pct(t["reroute_rate"])] if guarded else []),
         ]
         for label, t in _present(report)
     ]
@@ -83,6 +93,57 @@ def pair_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _step_lines(step: str, notes: dict[str, Any]) -> list[str]:
+    """What a step chose, one line each."""
+    probe = f"(on {notes.get('probe')} probe inputs)"
+    if notes.get("winner"):
+        return [f"{step}: winning setting {notes['winner']} {probe}"]
+    if "float_layers" in notes:
+        kept = ", ".join(notes["float_layers"]) or "none within the budget helped"
+        budget = (
+            f"budget {pct(notes.get('max_float_params'), 0)} of parameters, "
+            f"{pct(notes.get('max_float_macs'), 0)} of MACs"
+        )
+        return [f"{step}: layers kept in float: {kept} ({budget}; {notes['method']}) {probe}"]
+    if "changed" in notes:
+        return [f"{step}: {notes['changed']} integers re-rounded (on {notes['inputs']} inputs)"]
+    if "moved" in notes:
+        moved = ", ".join(notes["moved"]) or "none"
+        return [f"{step}: activation ranges re-picked: {moved} {probe}"]
+    if "threshold" in notes:
+        target = ", ".join(f"{k} {v:g}" for k, v in notes["target"].items())
+        return [
+            f"{step}: reroutes margin < {notes['threshold']:.4g} to the FP model ({target}: "
+            f"on the pool it reroutes {pct(notes['rerouted'])} of inputs and catches "
+            f"{pct(notes['caught'])} of {notes['pool_disagreements']} disagreements)"
+        ]
+    return []
+
+
+def cost_lines(cost: dict[str, Any] | None, totals: dict[str, Any]) -> list[str]:
+    """What q1 costs against q0 and FP, what it keeps in float, and what a guard reroutes."""
+    if not cost:
+        return []
+    q1, noise = cost["models"]["q1"], cost.get("latency_noise")
+    line = (
+        f"q1 costs {q1['size_vs_reference']:.2f}x the size and "
+        f"{q1['latency_vs_reference']:.2f}x the latency of q0 "
+        f"({q1['size_vs_fp']:.2f}x / {q1['latency_vs_fp']:.2f}x of FP"
+        + (f"; latency noise ±{noise:.2f}" if noise is not None else "")
+        + ")"
+    )
+    share = cost.get("float_share")
+    if share and (share["params"] or share["macs"]):
+        line += f"; in float: {pct(share['params'])} of parameters, {pct(share['macs'])} of MACs"
+    lines = [line]
+    if totals.get("rerouted") is not None:
+        lines.append(
+            f"the guard sent {totals['rerouted']} of {totals['n']} test inputs "
+            f"({pct(totals['reroute_rate'])}) to the FP model"
+        )
+    return lines
+
+
 def headline(report: dict[str, Any]) -> list[str]:
     """Lines around the tables: what ran, each step's choice, the control, worst group, cost."""
     sel = report["selection"]
@@ -96,12 +157,7 @@ def headline(report: dict[str, Any]) -> list[str]:
     )
     lines = [first + (f", probe {sel['probe']}" if sel.get("probe") else "")]
     for step, notes in report["notes"].items():
-        probe = f"(on {notes.get('probe')} probe inputs)"
-        if notes.get("winner"):
-            lines.append(f"{step}: winning setting {notes['winner']} {probe}")
-        if "float_layers" in notes:
-            kept = ", ".join(notes["float_layers"]) or "none helped"
-            lines.append(f"{step}: layers kept in float: {kept} {probe}")
+        lines += _step_lines(step, notes)
     for row in report.get("per_step") or []:
         t = row["totals"]["all"]
         lines.append(f"after {row['step']}: {t['after']} disagreements ({_pct(t['net_removal'])})")
@@ -114,19 +170,17 @@ def headline(report: dict[str, Any]) -> list[str]:
     worst = report["worst_group"]["before"]
     rates = f"{pct(worst['before_rate'])} -> {pct(worst['after_rate'])}"
     lines.append(f"worst group before: {worst['group']} {rates} after")
-    cost = report.get("deployment", {}).get("models", {}).get("q1")
-    if cost:
-        lines.append(
-            f"q1 costs {cost['size_vs_reference']:.2f}x the size and "
-            f"{cost['latency_vs_reference']:.2f}x the latency of q0 "
-            f"({cost['size_vs_fp']:.2f}x / {cost['latency_vs_fp']:.2f}x of FP)"
-        )
+    lines += cost_lines(report.get("deployment"), report["totals"]["all"])
     return lines
 
 
 def retrain_tables(report: dict[str, Any]) -> list[Any]:
     return [
-        table("Disagreements with the original FP model f0", ACCOUNTING, accounting_rows(report)),
+        table(
+            "Disagreements with the original FP model f0",
+            accounting_header(report),
+            accounting_rows(report),
+        ),
         table("Within the new pair, FP churn, accuracy", PAIR, pair_rows(report)),
     ]
 
@@ -150,6 +204,7 @@ def retrain_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
     parts = [
         f"# mitigate retrain: {report['strategy']}",
         "",
+        *[f"**Warning: {line}.**\n" for line in report.get("warnings", [])],
         *[f"- {line}" for line in headline(report)],
         "",
         *(["## Plots", "", md_plots(plots), ""] if plots else []),
@@ -157,7 +212,7 @@ def retrain_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
         "",
         "before = q0≠f0, after = q1≠f0; before − removed + introduced = after.",
         "",
-        md_table(ACCOUNTING, accounting_rows(report)),
+        md_table(accounting_header(report), accounting_rows(report)),
         "",
         "## Within the new pair, FP churn, accuracy",
         "",

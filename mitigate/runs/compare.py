@@ -30,6 +30,16 @@ from mitigate.stats import mean_ci as _stats
 
 __all__ = ["Cell", "CompareResult", "compare", "plan_cells", "summarize_cells"]
 
+COST_KEYS = (
+    "size_vs_q0",
+    "latency_vs_q0",
+    "size_vs_fp",
+    "latency_vs_fp",
+    "latency_noise",
+    "float_params",
+    "float_macs",
+    "reroute_rate",
+)
 CONTROL = "control"  # selector name of a training strategy's no-selection control cell
 NO_SELECTION = "-"
 
@@ -67,10 +77,9 @@ def _uses(strategy: str) -> tuple[bool, bool, bool]:
     from mitigate.mitigation.strategies import parse_strategy
 
     steps = parse_strategy(strategy)
-    if [s.name for s in steps] == ["none"]:
-        return False, False, False
-    budget = any(s.name not in ("settings", "fallback") for s in steps)
-    return True, budget, any(s.trains for s in steps)
+    by_budget = any(s.uses_selected for s in steps)
+    by_selector = by_budget or any(s.uses_probe for s in steps)
+    return by_selector, by_budget, any(s.trains for s in steps)
 
 
 def plan_cells(config: Config) -> list[Cell]:
@@ -100,6 +109,7 @@ def plan_cells(config: Config) -> list[Cell]:
 
 def _digest(config: Config) -> str:
     """What a cell's result depends on, besides its own coordinates."""
+    preset = [config.calibration.preset] if config.calibration.preset else []
     return config_digest(
         config.data,
         config.model,
@@ -108,6 +118,7 @@ def _digest(config: Config) -> str:
         config.quantization,
         replace(config.retrain, strategy="", control=True),
         config.selection.class_balanced,
+        *preset,  # only when set, so a grid without one keeps its cells
     )
 
 
@@ -205,15 +216,28 @@ class _SeedRunner:
             "scheme_after": scheme_label(states[-1].scheme),
             "totals": accounting["totals"],
             "worst_group": accounting["worst_group"],
-            "cost": _cost(deployment(baseline, states[-1].quantized)),
+            "cost": _cost(
+                deployment(baseline, states[-1].quantized, states[-1].scheme), accounting
+            ),
             "wall_time_s": round(time.perf_counter() - started, 2),
         }
 
 
-def _cost(deployment: Report) -> dict[str, float]:
-    """q1's size and latency relative to q0 (latency: a ratio from interleaved timing)."""
+def _cost(deployment: Report, accounting: Report) -> dict[str, float | None]:
+    """What q1 costs against q0 and FP (latency: ratios from one run's interleaved timing, with
+    that run's noise), the shares it keeps in float, and the share of test inputs a guard
+    reroutes to the FP model (``None`` without a guard)."""
     q1 = deployment["models"]["q1"]
-    return {"size_vs_q0": q1["size_vs_reference"], "latency_vs_q0": q1["latency_vs_reference"]}
+    return {
+        "size_vs_q0": q1["size_vs_reference"],
+        "latency_vs_q0": q1["latency_vs_reference"],
+        "size_vs_fp": q1["size_vs_fp"],
+        "latency_vs_fp": q1["latency_vs_fp"],
+        "latency_noise": deployment["latency_noise"],
+        "float_params": deployment["float_share"]["params"],
+        "float_macs": deployment["float_share"]["macs"],
+        "reroute_rate": accounting["totals"]["all"].get("reroute_rate"),
+    }
 
 
 def summarize_cells(config: Config, cells: list[Report]) -> Report:
@@ -250,8 +274,8 @@ def summarize_cells(config: Config, cells: list[Report]) -> Report:
         row["churn"] = _stats([c["totals"]["all"]["churn"] / c["totals"]["all"]["n"] for c in runs])
         row["within_pair"] = _stats([c["totals"]["all"]["net_removal_within_pair"] for c in runs])
         row["noise"] = _noise(runs, controls, selector)
-        for key in ("size_vs_q0", "latency_vs_q0"):  # cells from before costs were kept: none
-            row[key] = _stats([c["cost"][key] for c in runs if "cost" in c])
+        for key in COST_KEYS:  # a cell from before a cost was kept: none
+            row[key] = _stats([c["cost"].get(key) for c in runs if "cost" in c])
         table.append(row)
     table.sort(key=lambda r: -(r["all"]["mean"] if r["all"]["mean"] is not None else -math.inf))
     held = [
@@ -266,11 +290,8 @@ def summarize_cells(config: Config, cells: list[Report]) -> Report:
         "best_on_held_out": None
         if best_held is None
         else {k: best_held[k] for k in ("strategy", "selector", "budget")}
-        | {
-            "net_removal": best_held["held_out_shifts"],
-            "size_vs_q0": best_held["size_vs_q0"],
-            "latency_vs_q0": best_held["latency_vs_q0"],
-        },
+        | {"net_removal": best_held["held_out_shifts"]}
+        | {key: best_held[key] for key in COST_KEYS},
     }
 
 

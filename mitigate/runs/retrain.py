@@ -18,10 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from mitigate.config import Config
-from mitigate.mitigation.strategies import State, StrategySettings
+from mitigate.mitigation.context import State, StrategySettings
+from mitigate.mitigation.guard import GuardedModel
 from mitigate.quantization.api import QuantizedModel
 from mitigate.quantization.schemes import Scheme
 from mitigate.runs.result import PredictionsResult, Report, run_header
@@ -35,6 +37,7 @@ __all__ = [
     "ScanProgress",
     "deployment",
     "measure",
+    "warnings",
     "prepare",
     "retrain",
     "run_strategy",
@@ -117,8 +120,11 @@ def strategy_settings(config: Config) -> StrategySettings:
         train=config.train,
         epochs=r.epochs,
         lr=r.lr,
-        max_float_layers=r.max_float_layers,
         max_float_params=r.max_float_params,
+        max_float_macs=r.max_float_macs,
+        max_float_layers=r.max_float_layers,
+        guard_catch=r.guard_catch,
+        guard_rate=r.guard_rate,
     )
 
 
@@ -137,6 +143,7 @@ def run_strategy(
         probe,
         session.seed,
         progress,
+        pool=session.pool_batches,
     )
     state = State(session.model, baseline.q0, baseline.scheme, session.calibration)
     states = []
@@ -148,7 +155,8 @@ def run_strategy(
 
 def measure(baseline: Baseline, fp_model: nn.Module, quantized: nn.Module) -> Predictions:
     """Predictions of f0 (reference), q0, f1 and q1 on the test groups; f0 and q0 come from the
-    seed's base scan, and f1 is scanned only when a strategy trained a new FP model."""
+    seed's base scan, and f1 is scanned only when a strategy trained a new FP model. For a
+    guarded q1, ``scores["rerouted"]`` marks the inputs it sent to the FP model."""
     session, base = baseline.session, baseline.base
     with _scanning(baseline.scans, "measuring f1 and q1") as count:
         if fp_model is session.model:
@@ -157,18 +165,55 @@ def measure(baseline: Baseline, fp_model: nn.Module, quantized: nn.Module) -> Pr
         else:
             new = session.scan_test(fp_model, {"q1": quantized}, on_batch=count)
             f1, q1 = new.reference, new.variants["q1"]
-    return replace(base, variants={"q0": base.variants["q0"], "f1": f1, "q1": q1})
+    scores = dict(base.scores)
+    if isinstance(quantized, GuardedModel):
+        scores["rerouted"] = _rerouted(session, quantized)
+    return replace(base, variants={"q0": base.variants["q0"], "f1": f1, "q1": q1}, scores=scores)
 
 
-def deployment(baseline: Baseline, quantized: nn.Module) -> Report:
-    """Size and latency of ``quantized`` (q1) relative to q0 and FP, timed on 64 test inputs."""
-    from mitigate.mitigation.deployment import deployment_cost
+def _rerouted(session: Session, guarded: GuardedModel) -> np.ndarray:
+    """Which test inputs (in scan order) the guard sends to the FP model, as ``float32 0/1``."""
+    import torch
+
+    with torch.no_grad():
+        masks = [guarded.rerouted_mask(batch.x) for batch in session.test_batches()]
+    return torch.cat(masks).numpy().astype(np.float32)
+
+
+def deployment(baseline: Baseline, quantized: nn.Module, scheme: Scheme) -> Report:
+    """What q1 costs: size and latency relative to q0 and FP (timed interleaved on 64 test
+    inputs spread over every group), the noise of those ratios (q0 timed twice), and the
+    shares of parameters and MACs its scheme keeps in float."""
+    from mitigate.mitigation.deployment import deployment_cost, float_shares
 
     session = baseline.session
-    example = session.data.splits.test.batch(slice(0, 64))
-    return deployment_cost(
-        session.model, {"q0": baseline.q0, "q1": quantized}, example, reference="q0"
-    )
+    models = {"q0": baseline.q0, "q0 again": baseline.q0, "q1": quantized}
+    cost = deployment_cost(session.model, models, session.timing_batch(), reference="q0")
+    again = cost["models"].pop("q0 again")
+    cost["latency_noise"] = abs(again["latency_vs_reference"] - 1.0)
+    cost["float_share"] = float_shares(session.model, scheme, session.data.input_shape)
+    return cost
+
+
+def warnings(accounting: Report, cost: Report) -> list[str]:
+    """The lines a user must not miss: q1 disagrees with f0 more than q0 did, or gives back what
+    quantization bought (slower than FP, or more than half its size)."""
+    lines = []
+    t = accounting["totals"]["all"]
+    if t["after"] > t["before"]:
+        lines.append(
+            f"q1 disagrees with the original FP model on more inputs than q0 did ({t['after']} "
+            f"vs {t['before']}): this mitigation made things worse"
+        )
+    q1 = cost["models"]["q1"]
+    if q1["latency_vs_fp"] > 1.0 + cost["latency_noise"]:
+        lines.append(
+            f"q1 is slower than the FP model ({q1['latency_vs_fp']:.2f}x its latency, "
+            f"noise ±{cost['latency_noise']:.2f})"
+        )
+    if q1["size_vs_fp"] > 0.5:
+        lines.append(f"q1 is more than half the FP model's size ({q1['size_vs_fp']:.2f}x)")
+    return lines
 
 
 def retrain(
@@ -213,6 +258,7 @@ def retrain(
             step_rows.append(
                 {"step": step.name, "scheme": scheme_label(state.scheme), "totals": totals}
             )
+    cost = deployment(baseline, states[-1].quantized, states[-1].scheme)
     control = None
     if config.retrain.control and any(step.trains for step in steps):
         control_states = run_strategy(
@@ -234,7 +280,8 @@ def retrain(
         **result,
         "per_step": step_rows,
         "control": control,
-        "deployment": deployment(baseline, states[-1].quantized),
+        "deployment": cost,
+        "warnings": warnings(result, cost),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return RetrainResult(report, predictions)

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 from mitigate.config import Config
@@ -124,6 +125,31 @@ class Session:
             seed=self.seed,
             naturals=self.data.naturals,
         )
+
+    def pool_batches(self) -> Iterator[Batch]:
+        """The pool under every pool group, one batch at a time."""
+        return iter_batches(
+            self.data.splits.pool,
+            self.pool_groups,
+            batch_size=self.config.eval.batch_size,
+            seed=self.seed,
+            split="pool",
+        )
+
+    def timing_batch(self, n: int = 64) -> Tensor:
+        """``n`` test inputs spread over every measurement group (input ``i`` from group
+        ``i mod G``): what a deployed model meets, for timing models whose cost depends on the
+        input (a guard reroutes the shifted, low-margin ones)."""
+        from mitigate.data.evalset import split_seed
+
+        test, rows = self.data.splits.test, []
+        for i in range(n):
+            group = self.groups[i % len(self.groups)]
+            source = self.data.naturals[group.source] if group.kind == "natural" else test
+            index = torch.tensor([(i // len(self.groups)) % len(source)])
+            shift_seed = split_seed(self.seed, "test")
+            rows.append(source.batch(index, group.shift, group.severity, seed=shift_seed))
+        return torch.cat(rows)
 
     def scan_test(
         self,

@@ -31,7 +31,7 @@ COMMANDS = {
     "compare": (
         ["--selectors", "margin", "--strategies", "none,recalibrate", "--budgets", "5,10"]
         + ["--seeds", "1"],
-        {"net-removal-vs-budget.png"},
+        {"net-removal-vs-budget.png", "removal-vs-cost.png"},
     ),
 }
 

@@ -7,13 +7,8 @@ import torch
 
 from mitigate.config import Config, override
 from mitigate.errors import MitigateError
-from mitigate.mitigation.strategies import (
-    STRATEGIES,
-    Context,
-    Selected,
-    _labelled_loader,
-    parse_strategy,
-)
+from mitigate.mitigation.strategies import STRATEGIES, Context, Selected, parse_strategy
+from mitigate.mitigation.train_steps import labelled_loader
 from mitigate.runs.retrain import prepare, run_strategy, select, strategy_settings
 
 
@@ -33,7 +28,7 @@ def test_finetune_trains_on_exactly_the_selected_inputs_with_their_true_labels(s
     session = seeded.session
     settings = strategy_settings(session.config)
     ctx = Context(settings, session.model, session.data.splits.train, selected, picked.x, 0)
-    dataset = _labelled_loader(ctx).dataset
+    dataset = labelled_loader(ctx).dataset
     x, y, w = dataset.tensors
     train = seeded.session.data.splits.train
     assert len(x) == len(train) + 20
@@ -99,3 +94,60 @@ def test_probe_strategies_refuse_a_non_static_scheme(picked, tiny_retrain):
     seeded = prepare(override(Config(), **{**tiny_retrain, "retrain__scheme": "fp16"}))
     with pytest.raises(MitigateError, match="needs a static int8 scheme"):
         run_strategy(seeded, "fallback", picked.head(5), picked.x)
+
+
+def test_steps_that_keep_f0_keep_it_bit_for_bit_and_q1_fully_int8(seeded, picked):
+    """adaround, bias-correction and guard change only the quantizer: f1 is f0 itself; the
+    first two keep q1's size (same kernels, same scales), the guard adds f0's weights."""
+    from mitigate.mitigation.deployment import serialized_size
+    from mitigate.mitigation.guard import GuardedModel
+
+    before = {k: v.clone() for k, v in seeded.session.model.state_dict().items()}
+    for name in ("adaround", "bias-correction", "guard"):
+        (state,) = run_strategy(seeded, name, picked.head(10), picked.x)
+        assert state.fp_model is seeded.session.model
+        if name == "guard":
+            assert isinstance(state.quantized, GuardedModel)
+            assert 0 <= state.notes["rerouted"] <= 1 and state.notes["caught"] >= 0.95
+        else:
+            size, q0_size = serialized_size(state.quantized), serialized_size(seeded.q0)
+            assert abs(size - q0_size) < 0.01 * q0_size  # pickle framing only: same tensors
+            kinds = [type(m).__name__ for m in state.quantized.modules()]
+            assert kinds == [type(m).__name__ for m in seeded.q0.modules()]
+    after = seeded.session.model.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in after.items())
+
+
+def test_a_guard_only_removes(seeded, picked):
+    """Rerouted inputs get f0's own answer and the others q's: a guard can remove
+    disagreements but never introduce one."""
+    from mitigate.mitigation.accounting import account
+    from mitigate.runs.retrain import measure
+
+    (state,) = run_strategy(seeded, "guard", picked.head(10), picked.x)
+    totals = account(measure(seeded, state.fp_model, state.quantized))["totals"]
+    for part in totals.values():
+        if part["n"]:
+            assert part["introduced"] == 0 and part["churn"] == 0
+            assert part["removed"] <= part["rerouted"]
+
+
+def test_fallback_stays_within_the_budget(seeded, picked, tiny_retrain):
+    from mitigate.mitigation.deployment import float_shares
+
+    (state,) = run_strategy(seeded, "fallback", picked.head(10), picked.x)
+    shares = float_shares(seeded.session.model, state.scheme, seeded.session.data.input_shape)
+    assert shares["params"] <= 0.1 + 1e-9 and shares["macs"] <= 0.1 + 1e-9
+    assert state.notes["disagreements_after"] <= state.notes["disagreements_before"]
+
+
+def test_steps_keep_their_order():
+    for bad in ("adaround+fallback", "guard+adaround", "guard+guard", "bias-correction+settings"):
+        with pytest.raises(MitigateError, match="order the steps"):
+            parse_strategy(bad)
+    assert [s.name for s in parse_strategy("settings+fallback+adaround+guard")] == [
+        "settings",
+        "fallback",
+        "adaround",
+        "guard",
+    ]

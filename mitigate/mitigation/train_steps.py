@@ -1,0 +1,111 @@
+"""The steps that train: fine-tune the FP model (``finetune``, ``qat``, ``distill``) — which moves
+the model the user validated — and ``qat-anchor``, which trains only the quantizers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from mitigate.mitigation.context import Context, State, require_qat
+from mitigate.quantization.schemes import Scheme
+from mitigate.trainers.settings import TrainConfig
+
+__all__ = ["distill", "finetune", "labelled_loader", "qat", "unlabelled_loader"]
+
+
+def labelled_loader(ctx: Context) -> DataLoader:
+    """Training split plus the selected inputs with their true labels; the selected inputs
+    carry ``train.selected_weight`` as per-sample loss weight."""
+    train = ctx.train
+    weight = ctx.settings.train.selected_weight
+    x = torch.cat([train.batch(slice(None)), ctx.selected.x])
+    y = torch.cat([train.labels, ctx.selected.y])
+    w = torch.cat([torch.ones(len(train)), torch.full((len(ctx.selected),), float(weight))])
+    return _loader(ctx, TensorDataset(x, y, w))
+
+
+def unlabelled_loader(ctx: Context) -> DataLoader:
+    """Training inputs plus the selected ones, no labels: ``(x, -1, w)`` batches (the
+    placeholder label is never read; the weight gives the selected inputs
+    ``train.selected_weight``)."""
+    train, k = ctx.train, len(ctx.selected)
+    x = torch.cat([train.batch(slice(None)), ctx.selected.x])
+    placeholder = torch.full((len(x),), -1, dtype=torch.long)
+    weight = float(ctx.settings.train.selected_weight)
+    w = torch.cat([torch.ones(len(train)), torch.full((k,), weight)])
+    return _loader(ctx, TensorDataset(x, placeholder, w))
+
+
+def _loader(ctx: Context, dataset: TensorDataset) -> DataLoader:
+    generator = torch.Generator().manual_seed(ctx.seed)
+    return DataLoader(
+        dataset, batch_size=ctx.settings.train.batch_size, shuffle=True, generator=generator
+    )
+
+
+def _settings(ctx: Context, method: str, scheme: Scheme) -> TrainConfig:
+    from mitigate.quantization import scheme_label
+
+    r = ctx.settings
+    return dataclasses.replace(
+        r.train, method=method, epochs=r.epochs, lr=r.lr, qat_scheme=scheme_label(scheme)
+    )
+
+
+def _train(ctx: Context, state: State, method: str, labelled: bool, qat: bool) -> State:
+    from mitigate.quantization import quantize
+    from mitigate.trainers import train_classifier
+
+    loader = labelled_loader(ctx) if labelled else unlabelled_loader(ctx)
+    trained = train_classifier(
+        state.fp_model,
+        loader,
+        settings=_settings(ctx, method, state.scheme),
+        seed=ctx.seed,
+        teacher=ctx.original if method == "distill" else None,
+        qat=qat,
+        progress=ctx.progress,
+    )
+    quantized = (
+        trained.quantized() if qat else quantize(trained.model, state.scheme, state.calibration)
+    )
+    from mitigate.quantization import Int8Static
+
+    notes = {
+        "method": method,
+        "qat": qat,
+        # What the fake quantization simulated: a recurrent model gets weight rounding only.
+        "fake_quant": (
+            ("weights and activations" if isinstance(state.scheme, Int8Static) else "weights")
+            if qat
+            else None
+        ),
+        "epochs": ctx.settings.epochs,
+        "lr": ctx.settings.lr,
+        "training_inputs": len(ctx.train) + len(ctx.selected),
+        "selected_inputs": len(ctx.selected),
+    }
+    return dataclasses.replace(
+        state,
+        fp_model=trained.model,
+        quantized=quantized,
+        notes=notes,
+        # Labels of the *selected* inputs are what a user pays a labeller for.
+        used_labels=state.used_labels or (labelled and len(ctx.selected) > 0),
+    )
+
+
+def finetune(ctx: Context, state: State) -> State:
+    return _train(ctx, state, "standard", labelled=True, qat=False)
+
+
+def qat(ctx: Context, state: State) -> State:
+    require_qat(state.scheme, "qat")
+    return _train(ctx, state, "qat", labelled=True, qat=True)
+
+
+def distill(ctx: Context, state: State) -> State:
+    require_qat(state.scheme, "distill")
+    return _train(ctx, state, "distill", labelled=False, qat=True)
