@@ -129,7 +129,8 @@ class RetrainConfig:
     (0 = no limit) bound what ``fallback`` may keep in float. The label-free steps
     (``settings``, ``fallback``, ``adaround``, ``bias-correction``) score candidates on, or
     fit to, ``probe_size`` selected pool inputs rather than the (labelled) budget: on a few
-    hundred near-tie inputs their choices are noise. ``guard`` picks its threshold on the
+    hundred near-tie inputs their choices are noise. ``qat-anchor`` trains only the quantizers
+    (f0 frozen) for ``anchor_epochs`` at ``anchor_lr``. ``guard`` picks its threshold on the
     whole pool: the one that reroutes ``guard_catch`` of the pool's disagreements, or, when
     ``guard_rate`` is above 0, at most ``guard_rate`` of its inputs.
     """
@@ -143,6 +144,8 @@ class RetrainConfig:
     max_float_macs: float = 0.1
     max_float_layers: int = 0
     probe_size: int = 2000
+    anchor_epochs: int = 15
+    anchor_lr: float = 1e-2
     guard_catch: float = 0.95
     guard_rate: float = 0.0
 
@@ -159,9 +162,16 @@ class CompareConfig:
         "finetune",
         "qat",
         "distill",
+        "qat-anchor",
         "settings",
         "fallback",
+        "adaround",
+        "bias-correction",
+        "ranges",
         "settings+fallback",
+        "settings+fallback+adaround+ranges",
+        "guard",
+        "settings+fallback+guard",
     )
     budgets: tuple[int | float, ...] = (50, 200)
     seeds: int = 3

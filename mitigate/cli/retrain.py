@@ -33,6 +33,7 @@ STRATEGY_CHOICES = (
     "finetune",
     "qat",
     "distill",
+    "qat-anchor",
     "settings",
     "fallback",
     "adaround",

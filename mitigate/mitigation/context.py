@@ -39,6 +39,9 @@ class StrategySettings:
             limit); ``fallback`` searches for the best set within it.
         max_float_macs: at most this share of the MACs in float layers (0 = no limit).
         max_float_layers: at most this many layers in float (0 = no limit).
+        anchor_epochs: epochs of ``qat-anchor`` (it trains only quantizers: more epochs at
+            a larger ``anchor_lr`` than fine-tuning).
+        anchor_lr: its peak learning rate.
         guard_catch: ``guard`` picks the threshold that reroutes this share of the pool's
             disagreements ...
         guard_rate: ... or, when above 0, the one that reroutes at most this share of the
@@ -51,6 +54,8 @@ class StrategySettings:
     max_float_params: float = 0.1
     max_float_macs: float = 0.1
     max_float_layers: int = 0
+    anchor_epochs: int = 15
+    anchor_lr: float = 1e-2
     guard_catch: float = 0.95
     guard_rate: float = 0.0
 

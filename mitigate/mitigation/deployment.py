@@ -73,6 +73,7 @@ def deployment_cost(
     reference: str | None = None,
     repeats: int = 30,
     calls: int = 5,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Size and latency of each quantized model, relative to the reference int8 model and FP.
 
@@ -84,6 +85,10 @@ def deployment_cost(
             when present, else the first label.
         repeats: rounds of interleaved timing; the median round is used.
         calls: forward calls per timed measurement (timer resolution on small models).
+        threads: intra-op threads while timing (restored after); ``None`` keeps torch's
+            setting. One thread by default: a multi-threaded kernel waits for its slowest
+            thread, so when another process holds a core, fbgemm's OpenMP kernels slow down
+            several times more than qnnpack's and the ratios measure the neighbours.
 
     Returns:
         ``{"reference": label, "repeats", "calls", "batch", "note", "models": {label:
@@ -104,11 +109,22 @@ def deployment_cost(
         True
     """
     models = _check(fp_model, quantized, example, reference, repeats, calls)
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise MitigateError(f"threads must be an int >= 1 or None, got {threads!r}")
     reference = reference or ("int8" if "int8" in quantized else next(iter(quantized)))
     sizes = {label: serialized_size(m) for label, m in models.items()}
-    times = _median_ms(models, example, repeats, calls)
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        times = _median_ms(models, example, repeats, calls)
+    finally:
+        torch.set_num_threads(before)
     return {
         "reference": reference,
+        "threads": threads,
         "repeats": repeats,
         "calls": calls,
         "batch": int(example.shape[0]),

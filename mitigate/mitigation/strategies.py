@@ -17,6 +17,8 @@ qat                yes     no      fine-tune with fake quantization on the same 
                                    :mod:`mitigate.trainers.qat`; how LSTM/GRU models get QAT)
 distill            no      no      QAT fine-tuning that matches f0's outputs (temperature T) on
                                    training inputs plus the selected ones
+qat-anchor         no      yes     QAT in which f0 is frozen and only the quantizers (scales)
+                                   train: KL to f0 plus a margin hinge on the selected inputs
 settings           no      yes     search engine / activation range / per-channel / observer,
                                    scored by disagreements on the probe
 fallback           no      yes     the layers to keep in float that leave the fewest probe
@@ -125,6 +127,14 @@ STRATEGIES: dict[str, Strategy] = {
             "distill-QAT from f0, no labels",
             uses_selected=True,
             keeps_f0=False,
+        ),
+        Strategy(
+            "qat-anchor",
+            train_steps.qat_anchor,
+            False,
+            True,
+            "QAT of the quantizers only, f0 frozen",
+            uses_selected=True,
         ),
         Strategy(
             "settings",

@@ -8,11 +8,11 @@ import dataclasses
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mitigate.mitigation.context import Context, State, require_qat
+from mitigate.mitigation.context import Context, State, require_qat, require_static
 from mitigate.quantization.schemes import Scheme
 from mitigate.trainers.settings import TrainConfig
 
-__all__ = ["distill", "finetune", "labelled_loader", "qat", "unlabelled_loader"]
+__all__ = ["distill", "finetune", "labelled_loader", "qat", "qat_anchor", "unlabelled_loader"]
 
 
 def labelled_loader(ctx: Context) -> DataLoader:
@@ -109,3 +109,36 @@ def qat(ctx: Context, state: State) -> State:
 def distill(ctx: Context, state: State) -> State:
     require_qat(state.scheme, "distill")
     return _train(ctx, state, "distill", labelled=False, qat=True)
+
+
+def qat_anchor(ctx: Context, state: State) -> State:
+    """QAT in which f0 is frozen and only the quantizers train (activation and weight scales):
+    the KL to f0 on the training inputs plus the selected ones, and a margin hinge on f0's
+    answer for the selected ones. f1 is f0 bit for bit; q1 has q0's kernels and size."""
+    from mitigate.trainers.anchor import anchor_loader, train_anchor
+
+    require_static(state.scheme, "qat-anchor")
+    train, k = ctx.train, len(ctx.selected)
+    inputs = torch.cat([train.batch(slice(None)), ctx.selected.x])
+    flags = torch.cat([torch.zeros(len(train), dtype=torch.bool), torch.ones(k, dtype=torch.bool)])
+    r = ctx.settings
+    loader = anchor_loader(inputs, flags, batch_size=r.train.batch_size, seed=ctx.seed)
+    result = train_anchor(
+        state.fp_model,
+        state.scheme,  # type: ignore[arg-type]  # checked static above
+        state.calibration,
+        loader,
+        epochs=r.anchor_epochs,
+        lr=r.anchor_lr,
+        seed=ctx.seed,
+        progress=ctx.progress,
+    )
+    notes = {
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "training_inputs": len(inputs),
+        "selected_inputs": k,
+        "integers_changed": result.integers_changed,
+        "summary": result.summary(),
+    }
+    return dataclasses.replace(state, quantized=result.quantized, notes=notes)

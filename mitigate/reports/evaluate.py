@@ -85,6 +85,24 @@ def _totals_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _cost_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Each copy's serialized size and latency against the FP model's (one run's interleaved
+    timing)."""
+    models = report["deployment"]["models"]
+    header = ["scheme", "size vs FP", "latency vs FP", "size", "latency"]
+    rows = [
+        [
+            scheme,
+            f"{m['size_vs_fp']:.2f}x",
+            f"{m['latency_vs_fp']:.2f}x",
+            f"{m['size_bytes'] / 1024:.0f} KiB",
+            f"{m['latency_ms']:.2f} ms",
+        ]
+        for scheme, m in models.items()
+    ]
+    return header, rows
+
+
 def _worst_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["scheme", "most disagreements", "rate", "lowest accuracy", "acc (fp)"]
     rows = []
@@ -132,6 +150,10 @@ def evaluate_sections(
         )
     sections.append(("Disagreements with the FP model", *_totals_rows(report), None))
     sections.append(("Worst group per scheme", *_worst_rows(report), None))
+    if report.get("deployment"):
+        batch = report["deployment"]["batch"]
+        note = f"latency: one run's interleaved timing on {batch} inputs spread over every group"
+        sections.append(("What each copy costs", *_cost_rows(report), note))
     return sections  # type: ignore[return-value]
 
 
@@ -151,7 +173,8 @@ def evaluate_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
 
     info = report["model"]
     sections = evaluate_sections(report)
-    first, rest = sections[-2:], sections[:-2]  # totals and worst groups lead
+    lead = 3 if report.get("deployment") else 2
+    first, rest = sections[-lead:], sections[:-lead]  # totals, worst groups and cost lead
     parts = [
         "# mitigate evaluate",
         "",
@@ -160,8 +183,10 @@ def evaluate_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
         "held-out. *any*: at least one copy disagrees.",
         "",
     ]
-    for title, header, rows, _ in first:
+    for title, header, rows, caption in first:
         parts += [f"## {title}", "", md_table(header, rows), ""]
+        if caption:
+            parts += [caption, ""]
     if plots:
         parts += ["## Plots", "", md_plots(plots), ""]
     for title, header, rows, caption in rest:

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mitigate.config import Config
-from mitigate.runs.result import PredictionsResult, run_header
+from mitigate.quantization.api import QuantizedModel
+from mitigate.runs.result import PredictionsResult, Report, run_header
+from mitigate.runs.session import Session
 
 __all__ = ["EvaluateResult", "evaluate"]
 
@@ -37,7 +39,6 @@ def evaluate(
         on_batch: called with each scanned batch's input count (a progress bar).
     """
     from mitigate.counting import summarize
-    from mitigate.runs.session import Session
 
     started = time.perf_counter()
     session = Session.open(
@@ -48,6 +49,15 @@ def evaluate(
     report = {
         **run_header("evaluate", session.config, session.model_info),
         **summarize(predictions),
+        "deployment": _cost(session, variants),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return EvaluateResult(report, predictions)
+
+
+def _cost(session: Session, variants: dict[str, QuantizedModel]) -> Report:
+    """What each copy costs against the FP model: serialized size, and latency timed
+    interleaved on inputs spread over every group."""
+    from mitigate.mitigation.deployment import deployment_cost
+
+    return deployment_cost(session.model, variants, session.timing_batch())

@@ -123,6 +123,8 @@ def strategy_settings(config: Config) -> StrategySettings:
         max_float_params=r.max_float_params,
         max_float_macs=r.max_float_macs,
         max_float_layers=r.max_float_layers,
+        anchor_epochs=r.anchor_epochs,
+        anchor_lr=r.anchor_lr,
         guard_catch=r.guard_catch,
         guard_rate=r.guard_rate,
     )

@@ -27,6 +27,8 @@ _EXPORTS = {
         )
     },
     "TrainConfig": ".settings",
+    "AnchorResult": ".anchor",
+    "train_anchor": ".anchor",
     "Trained": ".train",
     "check_train_config": ".train",
     "train_classifier": ".train",

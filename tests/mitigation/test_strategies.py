@@ -97,13 +97,13 @@ def test_probe_strategies_refuse_a_non_static_scheme(picked, tiny_retrain):
 
 
 def test_steps_that_keep_f0_keep_it_bit_for_bit_and_q1_fully_int8(seeded, picked):
-    """adaround, bias-correction and guard change only the quantizer: f1 is f0 itself; the
-    first two keep q1's size (same kernels, same scales), the guard adds f0's weights."""
+    """The steps that change only the quantizer: f1 is f0 itself, bit for bit; all but the
+    guard keep q1's kernels and size, the guard adds f0's weights."""
     from mitigate.mitigation.deployment import serialized_size
     from mitigate.mitigation.guard import GuardedModel
 
     before = {k: v.clone() for k, v in seeded.session.model.state_dict().items()}
-    for name in ("adaround", "bias-correction", "guard"):
+    for name in ("adaround", "bias-correction", "ranges", "qat-anchor", "guard"):
         (state,) = run_strategy(seeded, name, picked.head(10), picked.x)
         assert state.fp_model is seeded.session.model
         if name == "guard":
