@@ -135,7 +135,7 @@ class RetrainConfig:
     ``guard_rate`` is above 0, at most ``guard_rate`` of its inputs.
     """
 
-    strategy: str = "finetune"
+    strategy: str = "settings+fallback+adaround+ranges"
     scheme: str = "int8"
     epochs: int = 5
     lr: float = 5e-4

@@ -113,15 +113,18 @@ class Predictions:
 
 @contextlib.contextmanager
 def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Put ``models`` in eval mode for the block and restore each one's mode afterwards."""
-    modes = [m.training for m in models]
+    """Put ``models`` in eval mode for the block, then give every submodule back its own
+    training flag: not one ``.train(mode)`` per model, which would also put a shared or
+    deliberately frozen submodule (a batch norm kept in eval, a wrapped validated model) in
+    the wrapper's mode."""
+    modes = [(module, module.training) for m in models for module in m.modules()]
     try:
         for m in models:
             m.eval()
         yield
     finally:
-        for m, mode in zip(models, modes, strict=True):
-            m.train(mode)
+        for module, mode in reversed(modes):  # a module seen twice keeps its first flag
+            module.training = mode
 
 
 def forward_batches(

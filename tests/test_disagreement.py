@@ -55,6 +55,28 @@ def test_hand_built_copy_flips_exactly_the_known_inputs(trained_tiny, digits_xy)
     assert np.flatnonzero(pred.variants["flip"] != pred.reference).tolist() == flipped.tolist()
 
 
+def test_scan_gives_every_submodule_its_own_mode_back(tiny_net_class, digits_xy):
+    # A wrapper in train mode around a validated model in eval mode (as _FlipOn above), and a
+    # reference whose batch norm was frozen in eval inside a training model: after the scan
+    # each module has its own flag back, and no running statistic moved.
+    x, y = digits_xy
+    inner = tiny_net_class().eval()
+    wrapper = _FlipOn(inner)  # a new module is in train mode; inner keeps its eval
+    reference = tiny_net_class().train()
+    reference.bn1.eval()
+    stats = copy.deepcopy(inner.state_dict()), copy.deepcopy(reference.state_dict())
+    scan(
+        reference,
+        {"flip": wrapper},
+        [Batch(x[:64], y[:64], 0, torch.arange(64))],
+        groups=[Group("clean")],
+    )
+    assert wrapper.training and not inner.training and not any(m.training for m in inner.modules())
+    assert reference.training and reference.conv1.training and not reference.bn1.training
+    for before, model in zip(stats, (inner, reference), strict=True):
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 def test_functional_core_accepts_logits_probabilities_and_labels():
     a = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 5.0], [4.0, 0.0, 0.0]])
     b = torch.tensor([0, 2, 2, 1])

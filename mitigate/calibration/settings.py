@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.quantization.schemes import OBSERVERS, Int8Static
@@ -127,10 +127,6 @@ class Setting:
             per_channel=self.granularity == "per-channel",
             observer=self.observer,
         )
-
-    def differs(self, other: Setting) -> list[str]:
-        """The factors whose values differ from ``other``'s."""
-        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
 def check_setting(setting: Setting) -> Setting:

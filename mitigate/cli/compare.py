@@ -58,7 +58,7 @@ def compare_command(
     """
     from mitigate.config import load_config, override
     from mitigate.reports.compare import (
-        best_line,
+        best_lines,
         compare_markdown,
         compare_plots,
         compare_tables,
@@ -88,9 +88,8 @@ def compare_command(
         for table in compare_tables(report):
             ui.print(table)
             ui.print()
-        best = report.get("best_on_held_out")
-        if best:
-            ui.print(best_line(best), highlight=False)
+        for line in best_lines(report):
+            ui.print(line, highlight=False)
         ui.print(
             f"{total} cells ({report['cells']['reused']} reused from {report['cells_dir']}); "
             f"time: {report['wall_time_s']:.1f}s"

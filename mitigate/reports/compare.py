@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mitigate.reports.figures import colors, figure, percent_axis
-from mitigate.reports.tables import Fitted, breakable, table
+from mitigate.reports.tables import Fitted, breakable, pct, table
 from mitigate.reports.writer import Plot
 from mitigate.stats import format_mean_ci
 
@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 CONTROL = "control"  # a training strategy's no-selection cell
+FLOOR = -0.5  # the trade-off plot's lowest net removal; rows below it sit on the floor
 NO_SELECTION = "-"  # the selector of a strategy that selects nothing
 
 __all__ = [
     "COST_HEADER",
     "best_line",
+    "best_lines",
     "compare_markdown",
     "compare_plots",
     "compare_rows",
@@ -170,12 +172,34 @@ def compare_table(report: dict[str, Any]) -> Fitted:
     )
 
 
-def best_line(best: dict[str, Any], *, bold: bool = False) -> str:
-    """The row that removed most on held-out shifts, with what its q1 costs against q0 and FP
-    (``bold``: the strategy in Markdown bold)."""
+def best_lines(report: dict[str, Any], *, bold: bool = False) -> list[str]:
+    """The row that removed most on held-out shifts, and the one that did so while keeping what
+    quantization bought (fully int8, within the size and float budget), with their costs."""
+    lines = []
+    if report.get("best_on_held_out"):
+        lines.append(best_line(report["best_on_held_out"], bold=bold))
+    within = report.get("best_within_budget")
+    if within:
+        b = report["budget"]
+        lines.append(
+            best_line(within, bold=bold, what="Most removed by a fully int8 q1").rstrip(".")
+            + f" (budget: {b['size_vs_q0']:g}x q0's size, {pct(b['float_params'], 0)} of "
+            f"parameters and {pct(b['float_macs'], 0)} of MACs in float)."
+        )
+    return lines
+
+
+def best_line(
+    best: dict[str, Any],
+    *,
+    bold: bool = False,
+    what: str = "Most disagreements removed on held-out shifts",
+) -> str:
+    """One best row, with what its q1 costs against q0 and FP (``bold``: the strategy in
+    Markdown bold)."""
     strategy = f"**{best['strategy']}**" if bold else best["strategy"]
     line = (
-        f"Most disagreements removed on held-out shifts: {strategy} "
+        f"{what}: {strategy} "
         f"(selector {best['selector']}, budget {best['budget']}): {_ci(best['net_removal'])}"
     )
     size, latency = best.get("size_vs_q0"), best.get("latency_vs_q0")
@@ -194,7 +218,6 @@ def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
     plots and the provenance."""
     from mitigate.reports.markdown import md_plots, md_table, provenance
 
-    best = report.get("best_on_held_out")
     lines = [
         "# mitigate compare",
         "",
@@ -214,8 +237,8 @@ def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
         md_table(COST_HEADER, cost_rows(report)),
         "",
     ]
-    if best:
-        lines += [best_line(best, bold=True), ""]
+    for line in best_lines(report, bold=True):
+        lines += [line, ""]
     if plots:
         lines += ["## Plots", "", md_plots(plots), ""]
     lines += [provenance(report), ""]
@@ -392,6 +415,9 @@ def tradeoff(report: dict[str, Any]) -> Figure:
         ax.axvline(1, color="0.6", linewidth=0.8, linestyle=":", label="_fp")
         points = [(r[key]["mean"], r["held_out_shifts"]["mean"]) for r in rows]
         for r, (x, y) in zip(rows, points, strict=True):
+            if y < FLOOR:  # off the scale: a marker on the floor, pointing down
+                ax.plot(x, FLOOR, "v", markersize=5, color=palette[r["strategy"]], label="_off")
+                continue
             ax.errorbar(
                 x,
                 y,
@@ -403,6 +429,7 @@ def tradeoff(report: dict[str, Any]) -> Figure:
                 elinewidth=0.7,
                 label="_point",
             )
+        ax.set_ylim(FLOOR - 0.05, 1.05)
         front = pareto(points)
         if front:
             ax.plot(
@@ -432,8 +459,9 @@ def tradeoff(report: dict[str, Any]) -> Figure:
         frameon=False,
     )
     fig.suptitle(
-        "Removal against cost (mean, 95% CI over seeds; dotted: the FP model's own cost)",
-        fontsize=10,
+        "Removal against cost (mean, 95% CI over seeds; dotted: the FP model's own cost;\n"
+        f"▼ rows below {FLOOR:.0%}, drawn on the floor)",
+        fontsize=9,
     )
     return fig
 

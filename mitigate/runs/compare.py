@@ -281,18 +281,50 @@ def summarize_cells(config: Config, cells: list[Report]) -> Report:
     held = [
         r for r in table if r["held_out_shifts"]["mean"] is not None and r["selector"] != CONTROL
     ]
-    best_held = max(held, key=lambda r: r["held_out_shifts"]["mean"], default=None)
+    within = [r for r in held if _keeps_what_quantization_bought(r, config)]
     return {
         "command": "compare",
         "seeds": sorted({c["seed"] for c in cells}),
         "scheme": config.retrain.scheme,
         "rows": table,
-        "best_on_held_out": None
-        if best_held is None
-        else {k: best_held[k] for k in ("strategy", "selector", "budget")}
-        | {"net_removal": best_held["held_out_shifts"]}
-        | {key: best_held[key] for key in COST_KEYS},
+        "best_on_held_out": _best(held),
+        "best_within_budget": _best(within),
+        "budget": {
+            "size_vs_q0": SIZE_LIMIT,
+            "float_params": config.retrain.max_float_params,
+            "float_macs": config.retrain.max_float_macs,
+        },
     }
+
+
+# A fully int8 q1 may be this much larger than q0 and still keep what quantization bought.
+SIZE_LIMIT = 1.1
+
+
+def _keeps_what_quantization_bought(row: Report, config: Config) -> bool:
+    """Fully int8 (no guard), the FP model unchanged, at most :data:`SIZE_LIMIT` x q0's size,
+    and within the float budget of parameters and MACs (0 = no limit)."""
+
+    def mean(key: str) -> float | None:
+        return (row.get(key) or {}).get("mean")
+
+    size, params, macs = mean("size_vs_q0"), mean("float_params"), mean("float_macs")
+    if size is None or mean("reroute_rate") is not None or (mean("churn") or 0) > 0:
+        return False
+    limits = ((params, config.retrain.max_float_params), (macs, config.retrain.max_float_macs))
+    return size <= SIZE_LIMIT and all(v is None or not cap or v <= cap + 1e-9 for v, cap in limits)
+
+
+def _best(rows: list[Report]) -> Report | None:
+    """The row with the most net removal on held-out shifts, with what its q1 costs."""
+    best = max(rows, key=lambda r: r["held_out_shifts"]["mean"], default=None)
+    if best is None:
+        return None
+    return (
+        {k: best[k] for k in ("strategy", "selector", "budget")}
+        | {"net_removal": best["held_out_shifts"]}
+        | {key: best[key] for key in COST_KEYS}
+    )
 
 
 def _noise(runs: list[dict[str, Any]], controls: dict, selector: str) -> str:

@@ -12,13 +12,11 @@ Madry et al.'s adversarial-only training.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mitigate.scanning import eval_mode
 from mitigate.trainers.qat import pause_observers
 
 __all__ = ["pgd_attack", "resolve_step_size"]
@@ -78,7 +76,7 @@ def pgd_attack(
     low, high = (x - eps).clamp(0.0, 1.0), (x + eps).clamp(0.0, 1.0)
     adv = x + torch.empty_like(x).uniform_(-eps, eps) if start else x.clone()
     adv = torch.max(torch.min(adv, high), low)
-    with _eval_mode(model), pause_observers(model), torch.enable_grad():
+    with eval_mode(model), pause_observers(model), torch.enable_grad():
         for _ in range(steps):
             adv.requires_grad_(True)
             loss = F.cross_entropy(model(adv), labels)
@@ -86,16 +84,3 @@ def pgd_attack(
             adv = adv.detach() + step * grad.sign()
             adv = torch.max(torch.min(adv, high), low)
     return adv.detach()
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode in the block, then every submodule's own mode back (not one ``.train()``
-    call, which would also unfreeze batch norms that were frozen by putting them in eval)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode

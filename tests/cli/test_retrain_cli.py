@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from mitigate.cli.app import app
 from mitigate.cli.retrain import STRATEGY_CHOICES
+from mitigate.config import Config
 from mitigate.mitigation.accounting import account
 from mitigate.mitigation.strategies import STRATEGIES
 from mitigate.scanning import Predictions
@@ -23,6 +24,8 @@ def test_retrain_margin_writes_an_honest_report(tiny_config, tmp_path):
             str(tiny_config),
             "--selector",
             "margin",
+            "--strategy",
+            "finetune",
             "--budget",
             "20",
             "--epochs",
@@ -45,6 +48,23 @@ def test_retrain_margin_writes_an_honest_report(tiny_config, tmp_path):
     markdown = (out / "report.md").read_text()
     assert "| inputs | n | before | removed | introduced | after | net removal |" in markdown
     assert "mitigate retrain" in markdown and "```json" in markdown
+
+
+def test_bare_retrain_keeps_f0_and_stays_within_the_float_budget(tiny_config, tmp_path):
+    # The command users run first: its default strategy must not move the validated model
+    # (f1 = f0, churn 0) nor give back what quantization bought (float shares within budget).
+    out = tmp_path / "bare"
+    result = runner.invoke(app, ["retrain", "-c", str(tiny_config), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    default = Config().retrain
+    assert report["strategy"] == default.strategy
+    assert all(STRATEGIES[step].keeps_f0 for step in default.strategy.split("+"))
+    assert report["used_labels"] is False and report["control"] is None
+    assert report["totals"]["all"]["churn"] == 0
+    cost = report["deployment"]
+    assert cost["float_share"]["params"] <= default.max_float_params
+    assert cost["float_share"]["macs"] <= default.max_float_macs
 
 
 def test_retrain_without_labels_says_so(tiny_config, tmp_path):

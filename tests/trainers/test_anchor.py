@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from mitigate.errors import MitigateError
 from mitigate.mitigation.deployment import serialized_size
 from mitigate.quantization import Int8Static, QuantizedModel, quantize
-from mitigate.quantization.learnable import (
+from mitigate.quantization.learnable_int8 import (
     convert_learnable,
     converted_mismatches,
     prepare_learnable,
@@ -139,9 +139,17 @@ def test_learned_biases_are_reported(anchored):
     assert "learned biases" in result.summary()
 
 
-def test_kl_to_f0_goes_down_on_the_training_inputs(anchored, trained_tiny, shifted):
-    result, _, _ = anchored
-    x, _ = shifted
+def test_kl_to_f0_goes_down_when_kl_is_the_whole_objective(trained_tiny, shifted):
+    # With the hinge off the objective is KL to f0 alone, and keep_best never keeps worse
+    # parameters than q0's; the converted int8 model follows its simulation. (With the hinge
+    # on, KL alone may rise while the hinge falls: only their sum is kept from rising.)
+    x, calibration = shifted
+    torch.set_num_threads(1)
+    loader = anchor_loader(x, batch_size=64, seed=0)
+    result = train_anchor(
+        trained_tiny, "int8", calibration, loader, epochs=4, hinge_weight=0.0, seed=0
+    )
+    assert result.eval_losses[result.best_epoch] <= result.eval_losses[0]
     before, after = _kl(trained_tiny, result.baseline, x), _kl(trained_tiny, result.quantized, x)
     assert after < before, (before, after)
 

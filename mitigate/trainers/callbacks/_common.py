@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,7 +19,6 @@ __all__ = [
     "check_model_option",
     "check_positive_int",
     "cpu_copy",
-    "eval_mode",
     "is_inputs",
     "resolve_model",
     "unpack_batch",
@@ -90,18 +88,6 @@ def cpu_copy(model: nn.Module) -> nn.Module:
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode, then give every submodule back its own training flag."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
 
 
 def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None]:

@@ -15,13 +15,13 @@ from torch.utils.data import Dataset
 from mitigate._checks import is_integer_tensor
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.quantization import Int8Static, parse_scheme, quantize
+from mitigate.scanning import eval_mode
 from mitigate.selectors import SCORES, compute_score, resolve_budget, score_names, select
 from mitigate.trainers.callbacks._common import (
     ModelOption,
     check_model_option,
     check_positive_int,
     cpu_copy,
-    eval_mode,
     is_inputs,
     resolve_model,
 )
