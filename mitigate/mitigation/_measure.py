@@ -13,11 +13,13 @@ from torch import Tensor, nn
 
 from mitigate.errors import MitigateError
 from mitigate.quantization.schemes import Int8Static
+from mitigate.scanning import eval_mode
 
 __all__ = [
     "check_float_layers",
     "check_inputs",
     "count",
+    "disagreeing",
     "labels",
     "leaf_modules",
     "weighted_layers",
@@ -84,12 +86,19 @@ def check_float_layers(names: tuple[str, ...], rows: list[dict[str, Any]]) -> No
 @torch.no_grad()
 def labels(model: nn.Module, x: Tensor) -> Tensor:
     """Top-1 labels ``int64 [N]`` of ``model`` on ``x``, in batches, in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(b).argmax(dim=1) for b in x.split(_BATCH)])
-    finally:
-        model.train(was_training)
+
+
+def disagreeing(
+    model: nn.Module, scheme: Int8Static, calibration: Tensor, probe: Tensor, reference: Tensor
+) -> Tensor:
+    """``bool [N]``: the probe inputs on which ``model`` quantized with ``scheme`` answers
+    otherwise than ``reference`` (FP labels ``[N]``)."""
+    from mitigate.quantization import quantize
+
+    q = quantize(model, scheme, calibration)
+    return labels(q, probe) != reference
 
 
 def count(
@@ -97,7 +106,4 @@ def count(
 ) -> int:
     """Disagreements on ``probe`` between ``reference`` (FP labels ``[N]``) and ``model``
     quantized with ``scheme``."""
-    from mitigate.quantization import quantize
-
-    q = quantize(model, scheme, calibration)
-    return int((labels(q, probe) != reference).sum())
+    return int(disagreeing(model, scheme, calibration, probe, reference).sum())

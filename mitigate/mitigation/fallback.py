@@ -325,7 +325,7 @@ def search_fallback(
 # --- shared by both searches ---------------------------------------------------------------
 
 
-def _layer_rows(model: nn.Module, scheme: Any, probe: Tensor) -> list[dict[str, Any]]:
+def _layer_rows(model: nn.Module, scheme: Int8Static, probe: Tensor) -> list[dict[str, Any]]:
     """The weighted layers' table rows, after checking the scheme's float layers are among them."""
     table = weighted_layers(model, probe)
     check_float_layers(scheme.float_layers, table)

@@ -58,13 +58,17 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from mitigate.errors import MitigateError
 from mitigate.mitigation._measure import labels
+
+if TYPE_CHECKING:
+    from mitigate.quantization.act_ranges import ActPoint
+    from mitigate.quantization.api import QuantizedModel
 
 __all__ = ["RangeStep", "RangesResult", "search_ranges"]
 
@@ -118,7 +122,7 @@ class RangesResult:
         seconds: wall time of the whole search.
     """
 
-    quantized: Any  # QuantizedModel
+    quantized: QuantizedModel
     steps: tuple[RangeStep, ...]
     before: int
     after: int
@@ -289,14 +293,14 @@ def _closer(ratio: float, incumbent: float) -> bool:
 
 
 def _minmax_ratios(
-    model: nn.Module, quantized: nn.Module, calibration: Tensor, points: list[Any]
+    model: nn.Module, quantized: QuantizedModel, calibration: Tensor, points: list[ActPoint]
 ) -> dict[str, float]:
     """Per point whose observer clipped the calibration data, the ratio of its calibrated
     range that covers the data's min-max range."""
     from mitigate.quantization import quantize
     from mitigate.quantization.act_ranges import activation_points
 
-    scheme = quantized.scheme  # type: ignore[union-attr]
+    scheme = quantized.scheme
     if scheme.observer == "minmax":
         return {}
     minmax = {

@@ -13,13 +13,21 @@ two worth knowing about:
 
 Settings equal to an engine default are written the canonical way (``reduce_range=None``),
 so the winner's :func:`~mitigate.quantization.scheme_label` reads like a name a user would
-type. Ties are broken toward the base scheme: fewest disagreements, then fewest settings
-changed from the base, then grid order (engines, ranges, granularity, observers as given).
+type.
+
+**A change must earn its place.** The probe is a sample, and a setting can cost what
+quantization bought: on an x86 server, qnnpack's kernels ran several times slower than
+fbgemm's at the same probe count. So the winner is not simply the lowest count: it is the
+setting with the fewest changes from the base among those whose disagreements are *not
+significantly more* than the lowest count's (a one-sided paired McNemar test at 95% on the
+probe inputs where the two differ), then the lower count, then grid order (engines, ranges,
+granularity, observers as given). ``significance=None`` keeps the plain lowest count.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,7 +38,7 @@ from mitigate.errors import MitigateError, unknown_choice
 from mitigate.mitigation._measure import (
     check_float_layers,
     check_inputs,
-    count,
+    disagreeing,
     labels,
     weighted_layers,
 )
@@ -39,6 +47,8 @@ from mitigate.quantization.schemes import ENGINES, OBSERVERS, Int8Static
 __all__ = ["SettingsResult", "search_settings"]
 
 _SETTINGS = ("engine", "reduce_range", "per_channel", "observer")
+# One-sided normal quantiles of the paired test, for the significance levels one would pick.
+_Z = {0.1: 1.2816, 0.05: 1.6449, 0.01: 2.3263}
 
 
 @dataclass(frozen=True)
@@ -47,9 +57,11 @@ class SettingsResult:
 
     Attributes:
         best: the winning scheme (the base's ``float_layers`` kept).
-        table: one row per setting, best first: ``label``, ``engine``, ``reduce_range``
-            (effective), ``per_channel``, ``observer``, ``changed`` (settings that differ
-            from the base) and ``disagreements`` on the probe.
+        table: one row per setting, the winner first, then by disagreements: ``label``,
+            ``engine``, ``reduce_range`` (effective), ``per_channel``, ``observer``,
+            ``changed`` (settings that differ from the base), ``disagreements`` on the probe
+            and ``tied`` (not significantly worse than the lowest count; see the module
+            docstring).
         base_disagreements: the base scheme's count on the probe.
     """
 
@@ -84,8 +96,10 @@ def search_settings(
     reduce_range: Sequence[bool] = (True, False),
     per_channel: Sequence[bool] = (True, False),
     observers: Sequence[str] = OBSERVERS,
+    significance: float | None = 0.05,
 ) -> SettingsResult:
-    """Quantize with every combination of settings and keep the one that disagrees least.
+    """Quantize with every combination of settings and keep the one that disagrees least,
+    changing no more settings than the probe can justify.
 
     The base scheme is always measured (first in grid order), even when its settings are not
     on the grid, so the search never returns something worse than what it started from.
@@ -101,6 +115,9 @@ def search_settings(
         reduce_range: ``True`` (7-bit activations), ``False`` (8-bit), or both.
         per_channel: ``True`` (one weight scale per output channel), ``False``, or both.
         observers: from :data:`~mitigate.quantization.OBSERVERS`.
+        significance: the paired test's level (0.1, 0.05 or 0.01) below which a count
+            higher than the lowest is a real difference; among settings within it the one
+            with the fewest changes wins. ``None``: the lowest count wins outright.
 
     Returns:
         A :class:`SettingsResult`; ``result.best`` is the winner, named by
@@ -120,12 +137,17 @@ def search_settings(
         (5, True)
     """
     check_inputs(model, base, calibration, probe)
+    if significance is not None and significance not in _Z:
+        raise MitigateError(
+            f"significance must be one of {', '.join(map(str, _Z))} or None, got {significance!r}"
+        )
     check_float_layers(base.float_layers, weighted_layers(model, probe))
     grid = _grid(base, engines, reduce_range, per_channel, observers)
     reference = labels(model, probe)
     rows = []
     for position, scheme in enumerate(grid):
         changed = [s for s in _SETTINGS if _effective(scheme, s) != _effective(base, s)]
+        flags = disagreeing(model, scheme, calibration, probe, reference)
         rows.append(
             {
                 "label": _label(scheme),
@@ -134,14 +156,25 @@ def search_settings(
                 "per_channel": scheme.per_channel,
                 "observer": scheme.observer,
                 "changed": changed,
-                "disagreements": count(model, scheme, calibration, probe, reference),
+                "disagreements": int(flags.sum()),
+                "_flags": flags,
                 "_key": (len(changed), position),
                 "_scheme": scheme,
             }
         )
     base_count = rows[0]["disagreements"]  # the base is first in the grid
     rows.sort(key=lambda r: (r["disagreements"], *r["_key"]))
-    best = rows[0]["_scheme"]
+    lowest = rows[0]["_flags"]
+    for row in rows:
+        row["tied"] = row is rows[0] or (
+            significance is not None
+            and _not_significantly_more(row["_flags"], lowest, _Z[significance])
+        )
+    # the fewest changes among the tied, then the lowest count, then grid order
+    winner = min((r for r in rows if r["tied"]), key=lambda r: (r["_key"][0], r["disagreements"]))
+    rows.remove(winner)
+    rows.insert(0, winner)
+    best = winner["_scheme"]
     table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     return SettingsResult(best, table, base_count)
 
@@ -152,7 +185,7 @@ def _grid(
     reduce_range: Sequence[bool],
     per_channel: Sequence[bool],
     observers: Sequence[str],
-) -> list[Any]:
+) -> list[Int8Static]:
     """The base, then every combination in grid order; duplicates of the base dropped."""
     engines = _names(engines, ENGINES, "engine")
     observers = _names(observers, OBSERVERS, "observer")
@@ -170,6 +203,14 @@ def _grid(
         if scheme not in grid:
             grid.append(scheme)
     return grid
+
+
+def _not_significantly_more(flags: Tensor, lowest: Tensor, z: float) -> bool:
+    """One-sided paired McNemar (normal form): are the extra disagreements of ``flags`` over
+    ``lowest`` (both ``bool [N]`` on one probe) within chance at quantile ``z``?"""
+    worse = int((flags & ~lowest).sum())  # inputs only this setting gets wrong
+    better = int((~flags & lowest).sum())
+    return worse - better <= z * math.sqrt(worse + better)
 
 
 def _canonical(scheme: Int8Static) -> Int8Static:

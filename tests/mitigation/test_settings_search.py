@@ -18,7 +18,7 @@ def _recount(model, label, calibration, probe) -> int:
 
 def test_the_winner_has_the_fewest_disagreements_by_brute_force(broken_mlp, calibration, probe):
     base = Int8Static(per_channel=False, observer="minmax")
-    result = search_settings(broken_mlp, base, calibration, probe, **GRID)
+    result = search_settings(broken_mlp, base, calibration, probe, **GRID, significance=None)
     assert len(result.table) == 5  # the grid's 4 and the base (x86's reduced range)
     recount = {
         row["label"]: _recount(broken_mlp, row["label"], calibration, probe) for row in result.table
@@ -30,6 +30,31 @@ def test_the_winner_has_the_fewest_disagreements_by_brute_force(broken_mlp, cali
     assert result.base_disagreements == recount[scheme_label(base)]
     counts = [row["disagreements"] for row in result.table]
     assert counts == sorted(counts)
+
+
+def _flags(model, label, calibration, probe) -> torch.Tensor:
+    q = quantize(model, parse_scheme(label), calibration)
+    with torch.no_grad():
+        return q(probe).argmax(1) != model(probe).argmax(1)
+
+
+def test_a_change_must_be_significantly_better_to_win(broken_mlp, calibration, probe):
+    base = Int8Static(per_channel=False, observer="minmax")
+    result = search_settings(broken_mlp, base, calibration, probe, **GRID)
+    lowest = min(result.table, key=lambda r: r["disagreements"])
+    low = _flags(broken_mlp, lowest["label"], calibration, probe)
+    for row in result.table:  # "tied" is the paired McNemar test, recomputed by hand
+        mine = _flags(broken_mlp, row["label"], calibration, probe)
+        worse, better = int((mine & ~low).sum()), int((~mine & low).sum())
+        assert row["tied"] == (worse - better <= 1.6449 * (worse + better) ** 0.5)
+    winner = result.table[0]
+    assert winner["tied"] and scheme_label(result.best) == winner["label"]
+    assert len(winner["changed"]) == min(len(r["changed"]) for r in result.table if r["tied"])
+    assert winner["disagreements"] < result.base_disagreements  # per-channel earns its change
+    rest = [r["disagreements"] for r in result.table[1:]]
+    assert rest == sorted(rest)
+    plain = search_settings(broken_mlp, base, calibration, probe, **GRID, significance=None)
+    assert plain.best_disagreements <= result.best_disagreements
 
 
 def test_ties_go_to_the_base_setting_and_labels_are_canonical(healthy_mlp, digits_xy, calibration):
@@ -72,6 +97,8 @@ def test_the_base_is_measured_even_off_the_grid(healthy_mlp, calibration, probe)
 
 
 def test_bad_grids_are_refused(healthy_mlp, calibration, probe):
+    with pytest.raises(MitigateError, match="significance must be one of 0.1, 0.05, 0.01"):
+        search_settings(healthy_mlp, Int8Static(), calibration, probe, significance=0.2)
     base = Int8Static()
     with pytest.raises(
         MitigateError, match="unknown int8 engine 'arm'; valid choices: x86, qnnpack"
