@@ -267,7 +267,7 @@ def override(config: Config, **dotted: Any) -> Config:
     return _merge(config, nested, where="command line")
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
+def config_to_dict(config: Config) -> dict[str, Any]:
     """Plain JSON-able dict of a config (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
 

@@ -165,11 +165,13 @@ def scan(
         on_batch: called with each batch's input count once the batch is scanned (a
             progress bar).
     """
-    from mitigate.selectors.scores import SCORES, compute_score
+    from mitigate.selectors.scores import SCORES, score_logits
 
     for score in scores:
         if score not in SCORES:
             raise unknown_choice("score", score, list(SCORES))
+    fp_only = [SCORES[s] for s in scores if not SCORES[s].needs_quantized]
+    differential = [SCORES[s] for s in scores if SCORES[s].needs_quantized]
     columns: dict[str, list[np.ndarray]] = {"group": [], "index": [], "label": [], "fp": []}
     for name in variants:
         columns[f"pred/{name}"] = []
@@ -178,15 +180,17 @@ def scan(
         columns["index"].append(batch.index.numpy())
         columns["label"].append(batch.y.numpy())
         columns["fp"].append(fp_logits.argmax(1).numpy())
-        for score in scores:
-            if not SCORES[score].needs_quantized:
-                value = compute_score(score, fp_logits, index=batch.position, seed=seed)
+        if fp_only:
+            values = score_logits(fp_only, fp_logits, index=batch.position, seed=seed)
+            for score, value in values.items():
                 columns.setdefault(f"score/{score}", []).append(value.float().numpy())
         for name, q_logits in outputs.items():
             columns[f"pred/{name}"].append(q_logits.argmax(1).numpy())
-            for score in scores:
-                if SCORES[score].needs_quantized:
-                    value = compute_score(score, fp_logits, q_logits, index=batch.index, seed=seed)
+            if differential:
+                values = score_logits(
+                    differential, fp_logits, q_logits, index=batch.index, seed=seed
+                )
+                for score, value in values.items():
                     key = f"score/{score_key(score, name)}"
                     columns.setdefault(key, []).append(value.float().numpy())
         if on_batch is not None:

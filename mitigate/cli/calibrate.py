@@ -6,7 +6,7 @@ Also defines ``--calibration`` for ``evaluate`` and ``retrain`` (:data:`Calibrat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +26,9 @@ from mitigate.cli.common import (
     handle_errors,
     split_list,
 )
+
+if TYPE_CHECKING:
+    from mitigate.runs.calibrate import Planned
 
 __all__ = ["CalibrationOption", "calibrate_command"]
 
@@ -135,7 +138,7 @@ def calibrate_command(
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.bar("calibrate", rows * c.seeds) as advance:
 
-            def on_cell(done: int, total: int, planned: Any, seed: int, cached: bool) -> None:
+            def on_cell(done: int, total: int, planned: Planned, seed: int, cached: bool) -> None:
                 row = {"factor": planned.factor, "level": planned.level}
                 label = f"{varied(row | {'setting': planned.setting.name})} seed {seed}"
                 advance(description=label + (" (cached)" if cached else ""))

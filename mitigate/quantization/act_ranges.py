@@ -65,6 +65,7 @@ from torch import Tensor, nn
 
 from mitigate.errors import MitigateError
 from mitigate.quantization._quiet import quiet_backend
+from mitigate.quantization.api import QuantizedModel
 from mitigate.quantization.int_weights import check_static_int8, with_weights
 
 __all__ = ["KINDS", "ActPoint", "activation_points", "with_qparams", "with_ranges"]
@@ -162,7 +163,7 @@ def activation_points(quantized: nn.Module) -> list[ActPoint]:
     return [point for point, _ in _scan(quantized)]
 
 
-def with_qparams(quantized: nn.Module, qparams: Mapping[str, tuple[float, int]]) -> Any:
+def with_qparams(quantized: nn.Module, qparams: Mapping[str, tuple[float, int]]) -> QuantizedModel:
     """A copy of ``quantized`` whose points ``qparams`` names use the given scale and zero point.
 
     Weights, the other points and the scheme stay as they are; the copy runs the real int8
@@ -197,7 +198,7 @@ def with_qparams(quantized: nn.Module, qparams: Mapping[str, tuple[float, int]])
     return out
 
 
-def with_ranges(quantized: nn.Module, ranges: Mapping[str, tuple[float, float]]) -> Any:
+def with_ranges(quantized: nn.Module, ranges: Mapping[str, tuple[float, float]]) -> QuantizedModel:
     """A copy of ``quantized`` whose points ``ranges`` names are quantized for new float ranges.
 
     Each point gets the scale and zero point its observer would compute for ``[lo, hi]``

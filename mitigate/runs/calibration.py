@@ -180,8 +180,9 @@ def available_inputs(config: Config, data: Data, source: str) -> int:
     pool (every pool input under every pool group)."""
     if source == "selected":
         from mitigate.runs.data import pool_groups
+        from mitigate.selectors import pool_size
 
-        return len(data.splits.pool) * len(pool_groups(config, data))
+        return pool_size(data.splits.pool, pool_groups(config, data))
     return calibration_candidate_count(data)
 
 

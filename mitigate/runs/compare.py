@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mitigate.config import Config, config_digest, config_to_dict
-from mitigate.errors import MitigateError, unknown_choice
+from mitigate.errors import MitigateError
 from mitigate.runs.cells import CellStore, run_cells
 from mitigate.runs.result import Report, RunResult
 from mitigate.runs.retrain import Baseline
@@ -84,14 +84,13 @@ def _uses(strategy: str) -> tuple[bool, bool, bool]:
 
 def plan_cells(config: Config) -> list[Cell]:
     """Every cell of the grid, seed-major (a seed's shared work is done once), validated."""
-    from mitigate.selectors import SCORES
+    from mitigate.selectors import check_selector
 
     c = config.compare
     if c.seeds < 1:
         raise MitigateError(f"compare.seeds must be >= 1, got {c.seeds}")
     for selector in c.selectors:
-        if selector not in SCORES:
-            raise unknown_choice("selector", selector, list(SCORES))
+        check_selector(selector)
     for budget in c.budgets:
         if budget <= 0:
             raise MitigateError(f"budgets must be positive counts or fractions, got {budget}")
@@ -176,7 +175,7 @@ class _SeedRunner:
     def _selected(self, selector: str) -> Selected:
         """The selector's top inputs, enough for the largest budget and the probe."""
         from mitigate.runs.retrain import select
-        from mitigate.selectors import resolve_budget
+        from mitigate.selectors import SCORES, resolve_budget
 
         if selector not in self._picked:
             pool = self.baseline.session.pool_size
@@ -184,7 +183,8 @@ class _SeedRunner:
                 [resolve_budget(b, pool) for b in self.config.compare.budgets]
                 + [self.config.retrain.probe_size]
             )
-            self._picked[selector] = select(self.baseline, selector, most)
+            # plan_cells checked the name
+            self._picked[selector] = select(self.baseline, SCORES[selector], most)
         return self._picked[selector]
 
     def run(self, cell: Cell) -> Report:

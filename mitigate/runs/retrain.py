@@ -30,6 +30,7 @@ from mitigate.runs.result import PredictionsResult, Report, run_header
 from mitigate.runs.session import Session
 from mitigate.scanning import Predictions
 from mitigate.selectors.pool import Selected
+from mitigate.selectors.scores import ScoreSpec
 
 __all__ = [
     "Baseline",
@@ -100,12 +101,12 @@ def prepare(
     return Baseline(session, scheme, q0, base, scans)
 
 
-def select(baseline: Baseline, selector: str, budget: int) -> Selected:
-    """The pool inputs ``selector`` ranks highest, ``budget`` of them (a count)."""
+def select(baseline: Baseline, score: ScoreSpec, budget: int) -> Selected:
+    """The pool inputs ``score`` ranks highest, ``budget`` of them (a count)."""
     session = baseline.session
     with _scanning(baseline.scans, "scanning the pool") as count:
         return session.select(
-            selector,
+            score,
             budget,
             q_model=baseline.q0,
             class_balanced=session.config.selection.class_balanced,
@@ -241,14 +242,14 @@ def retrain(
 
     started = time.perf_counter()
     steps = parse_strategy(config.retrain.strategy)  # every name checked before any work
-    check_selector(config.selection.selector)
-    resolve_budget(config.selection.budget, 0)
+    score = check_selector(config.selection.selector)
+    resolve_budget(config.selection.budget, 0)  # a bad budget fails before any work
     baseline = prepare(config, checkpoint=checkpoint, progress=progress, scans=scans)
     session = baseline.session
     config = session.config
     budget = resolve_budget(config.selection.budget, session.pool_size)
     probe_size = config.retrain.probe_size if any(s.uses_probe for s in steps) else 0
-    picked = select(baseline, config.selection.selector, max(budget, probe_size))
+    picked = select(baseline, score, max(budget, probe_size))
     selected, probe = picked.head(budget), picked.x[:probe_size]  # pick order: prefixes
     states = run_strategy(baseline, config.retrain.strategy, selected, probe, progress=progress)
     predictions = measure(baseline, states[-1].fp_model, states[-1].quantized)

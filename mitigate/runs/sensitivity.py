@@ -68,7 +68,7 @@ def sensitivity(
     )
     from mitigate.quantization import parse_scheme, quantize, scheme_label
     from mitigate.runs.session import Session
-    from mitigate.selectors import SCORES, check_selector
+    from mitigate.selectors import check_selector
 
     started = time.perf_counter()
     parsed = parse_scheme(scheme)
@@ -77,7 +77,7 @@ def sensitivity(
             f"sensitivity needs a static int8 scheme such as int8 or int8:engine=qnnpack, "
             f"got {scheme!r}"
         )
-    check_selector(selector)
+    score = check_selector(selector)
     if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 1:
         raise MitigateError(f"probe size must be an int >= 1, got {probe_size!r}")
 
@@ -88,8 +88,8 @@ def sensitivity(
         progress=progress,
     )
     model, calibration = session.model, session.calibration
-    q_model = quantize(model, parsed, calibration) if SCORES[selector].needs_quantized else None
-    probe = session.select(selector, probe_size, q_model=q_model)
+    q_model = quantize(model, parsed, calibration) if score.needs_quantized else None
+    probe = session.select(score, min(probe_size, session.pool_size), q_model=q_model)
     rows = layer_sensitivity(model, parsed, calibration, probe.x)
     all_int8 = (
         rows[0].disagreements_without + rows[0].removed_by_float  # type: ignore[operator]

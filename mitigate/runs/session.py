@@ -26,7 +26,7 @@ from mitigate.runs.data import load_data, measurement_groups, pool_groups
 if TYPE_CHECKING:
     from mitigate.quantization import QuantizedModel
     from mitigate.scanning import Predictions
-    from mitigate.selectors import Selected
+    from mitigate.selectors import ScoreSpec, Selected
 
 __all__ = ["Session"]
 
@@ -93,7 +93,9 @@ class Session:
     @property
     def pool_size(self) -> int:
         """Inputs a selector ranks: every pool input under every pool group."""
-        return len(self.data.splits.pool) * len(self.pool_groups)
+        from mitigate.selectors import pool_size
+
+        return pool_size(self.data.splits.pool, self.pool_groups)
 
     @cached_property
     def calibration(self) -> Tensor:
@@ -175,22 +177,24 @@ class Session:
 
     def select(
         self,
-        selector: str,
-        budget: int | float,
+        score: ScoreSpec,
+        k: int,
         *,
         q_model: nn.Module | None = None,
         class_balanced: bool = False,
         on_batch: ScanCallback | None = None,
     ) -> Selected:
-        """The pool inputs ``selector`` ranks highest, ``budget`` of them, in pick order."""
-        from mitigate.selectors import select_from_pool
+        """The ``k`` pool inputs ``score`` ranks highest, in pick order. The selector was
+        looked up (:func:`~mitigate.selectors.check_selector`) and the budget resolved against
+        :attr:`pool_size` where they entered the run."""
+        from mitigate.selectors import top_of_pool
 
-        return select_from_pool(
+        return top_of_pool(
             self.model,
             self.data.splits.pool,
             self.pool_groups,
-            selector=selector,
-            budget=budget,
+            score,
+            k,
             seed=self.seed,
             batch_size=self.config.eval.batch_size,
             q_model=q_model,

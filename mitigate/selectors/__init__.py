@@ -27,6 +27,7 @@ _EXPORTS = {
             "margin_score",
             "oracle_score",
             "random_score",
+            "score_logits",
             "score_names",
             "top1_diff_score",
         )
@@ -36,7 +37,9 @@ _EXPORTS = {
     "StreamingTopK": ".streaming",
     "Selected": ".pool",
     "check_selector": ".pool",
+    "pool_size": ".pool",
     "select_from_pool": ".pool",
+    "top_of_pool": ".pool",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

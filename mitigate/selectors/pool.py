@@ -19,11 +19,11 @@ from mitigate.data.base import LabelledData
 from mitigate.data.evalset import Group, iter_batches, split_seed
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.scanning import forward_batches
-from mitigate.selectors.scores import SCORES, compute_score
+from mitigate.selectors.scores import SCORES, ScoreSpec, score_logits
 from mitigate.selectors.selection import resolve_budget, select
 from mitigate.selectors.streaming import StreamingTopK
 
-__all__ = ["Selected", "check_selector", "select_from_pool"]
+__all__ = ["Selected", "check_selector", "pool_size", "select_from_pool", "top_of_pool"]
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,20 @@ class Selected:
         return Selected(self.x[:k], self.y[:k], self.meta[:k])
 
 
-def check_selector(selector: str) -> None:
-    """A one-line :class:`MitigateError` naming the valid selectors for an unknown one."""
-    if selector not in SCORES:
+def check_selector(selector: str) -> ScoreSpec:
+    """The registry entry of ``selector``; a one-line :class:`MitigateError` naming the valid
+    selectors for an unknown one. Where a name enters, look it up once with this and pass the
+    :class:`~mitigate.selectors.ScoreSpec` on."""
+    spec = SCORES.get(selector) if isinstance(selector, str) else None
+    if spec is None:
         raise unknown_choice("selector", selector, list(SCORES))
+    return spec
+
+
+def pool_size(pool: LabelledData, groups: Sequence[Group]) -> int:
+    """How many inputs a selector ranks: every input of ``pool`` under every group. Input
+    ``i`` of group ``g`` sits at position ``g * len(pool) + i``."""
+    return len(pool) * len(groups)
 
 
 def select_from_pool(
@@ -106,30 +116,64 @@ def select_from_pool(
         MitigateError: unknown selector, a differential selector without ``q_model``, or a
             bad budget.
     """
-    check_selector(selector)
-    needs_q = SCORES[selector].needs_quantized
+    score = check_selector(selector)
+    k = resolve_budget(budget, pool_size(pool, groups))
+    return top_of_pool(
+        model,
+        pool,
+        groups,
+        score,
+        k,
+        seed=seed,
+        batch_size=batch_size,
+        q_model=q_model,
+        class_balanced=class_balanced,
+        on_batch=on_batch,
+    )
+
+
+def top_of_pool(
+    model: nn.Module,
+    pool: LabelledData,
+    groups: Sequence[Group],
+    score: ScoreSpec,
+    k: int,
+    *,
+    seed: int,
+    batch_size: int = 512,
+    q_model: nn.Module | None = None,
+    class_balanced: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> Selected:
+    """:func:`select_from_pool` for a selector already looked up (:func:`check_selector`) and
+    a budget already resolved to a count ``k`` (:func:`~mitigate.selectors.resolve_budget`):
+    what a run calls once it has validated both where they entered.
+
+    Raises:
+        MitigateError: a differential selector without ``q_model``, or non-finite logits.
+    """
+    needs_q = score.needs_quantized
     if needs_q and q_model is None:
         raise MitigateError(
-            f"selector {selector!r} compares the two models; pass the quantized model (q_model)"
+            f"selector {score.name!r} compares the two models; pass the quantized model (q_model)"
         )
-    n = len(pool)
-    k = resolve_budget(budget, n * len(groups))
     top = StreamingTopK(k)
     per_class: dict[int, StreamingTopK] = {}
     batches = iter_batches(pool, groups, batch_size=batch_size, seed=seed, split="pool")
     variants = {"q": q_model} if needs_q and q_model is not None else {}
     for batch, fp, outputs in forward_batches(model, variants, batches):
         position = batch.position
-        score = compute_score(selector, fp, outputs.get("q"), index=position, seed=seed)
+        values = score_logits([score], fp, outputs.get("q"), index=position, seed=seed)
+        score_of_batch = values[score.name]
         if on_batch is not None:
             on_batch(len(position))
         if not class_balanced:
-            top.update(score, position)
+            top.update(score_of_batch, position)
             continue
         predicted = fp.argmax(1)
         for c in predicted.unique().tolist():
             rows = predicted == c
-            per_class.setdefault(c, StreamingTopK(k)).update(score[rows], position[rows])
+            per_class.setdefault(c, StreamingTopK(k)).update(score_of_batch[rows], position[rows])
 
     picked = _balanced(per_class, k) if class_balanced else top.result()
     return _rebuild(pool, groups, picked, seed)

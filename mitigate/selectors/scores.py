@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +44,7 @@ __all__ = [
     "margin_score",
     "oracle_score",
     "random_score",
+    "score_logits",
     "score_names",
     "top1_diff_score",
 ]
@@ -422,6 +423,20 @@ def compute_scores(
         if spec is None:
             raise unknown_choice("score", name, SCORES)
         specs.append(spec)
+    return score_logits(specs, fp_logits, quantized_logits, index=index, seed=seed)
+
+
+def score_logits(
+    specs: Sequence[ScoreSpec],
+    fp_logits: Tensor,
+    quantized_logits: Tensor | None = None,
+    *,
+    index: Tensor | None = None,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """:func:`compute_scores` for scores already looked up in :data:`SCORES`: the logits,
+    index and seed are still checked (a model with NaN weights must not rank its pool), the
+    names are not looked up again — the call for a loop that scores batch after batch."""
     if quantized_logits is None:
         missing = [spec.name for spec in specs if spec.needs_quantized]
         if missing:

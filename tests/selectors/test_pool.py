@@ -111,3 +111,21 @@ def test_probe_with_a_differential_selector_needs_the_quantized_model(tiny_setup
     _, _, meta = selected_pool_inputs(cfg, data, model, selector="kl", budget=10, q_model=q)
     _, scores, names = _full_pool(cfg, data, model, q_model=q, selector="kl")
     assert meta == [names[int(p)] for p in select(scores, 10)]
+
+
+def test_a_session_selects_what_the_public_function_selects(tiny_setup):
+    """The run's path (name looked up once, budget resolved once against the session's pool
+    size) picks exactly what ``select_from_pool`` picks from a name and a fraction."""
+    from mitigate.runs.session import Session
+    from mitigate.selectors import SCORES, check_selector, pool_size, resolve_budget
+
+    cfg, data, model = tiny_setup
+    assert check_selector("margin") is SCORES["margin"]
+    session = Session(cfg, data, model, model_info=None)  # type: ignore[arg-type]
+    assert session.pool_size == pool_size(data.splits.pool, session.pool_groups)
+    k = resolve_budget(0.05, session.pool_size)
+    picked = session.select(check_selector("margin"), k)
+    _, _, meta = selected_pool_inputs(cfg, data, model, selector="margin", budget=0.05)
+    assert len(picked) == k and picked.meta == meta
+    with pytest.raises(MitigateError, match="unknown selector 3; valid choices: margin"):
+        check_selector(3)  # type: ignore[arg-type]
