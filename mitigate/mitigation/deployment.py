@@ -74,6 +74,7 @@ def deployment_cost(
     repeats: int = 30,
     calls: int = 5,
     threads: int | None = 1,
+    per_input_repeats: int = 0,
 ) -> dict[str, Any]:
     """Size and latency of each quantized model, relative to the reference int8 model and FP.
 
@@ -89,11 +90,18 @@ def deployment_cost(
             setting. One thread by default: a multi-threaded kernel waits for its slowest
             thread, so when another process holds a core, fbgemm's OpenMP kernels slow down
             several times more than qnnpack's and the ratios measure the neighbours.
+        per_input_repeats: when above 0, also time every model on the example's inputs one
+            at a time (a batch of 1 each, as a stream of requests meets it), in this many
+            interleaved rounds; the median round's mean per input gives ``per_input_ms``. A
+            model whose cost depends on the input (a guard that re-runs the FP model on a few
+            of them) costs differently per input than per batch.
 
     Returns:
         ``{"reference": label, "repeats", "calls", "batch", "note", "models": {label:
         {size_bytes, size_vs_reference, size_vs_fp, latency_ms, latency_vs_reference,
-        latency_vs_fp}}}``; ``models`` holds ``"fp"`` first, then each quantized label.
+        latency_vs_fp}}}``; ``models`` holds ``"fp"`` first, then each quantized label. With
+        ``per_input_repeats``, every model also has ``per_input_ms``,
+        ``per_input_vs_reference`` and ``per_input_vs_fp``.
 
     Raises:
         MitigateError: no quantized model, the label ``"fp"`` used for one, an unknown
@@ -109,6 +117,10 @@ def deployment_cost(
         True
     """
     models = _check(fp_model, quantized, example, reference, repeats, calls)
+    if isinstance(per_input_repeats, bool) or not isinstance(per_input_repeats, int):
+        raise MitigateError(f"per_input_repeats must be an int >= 0, got {per_input_repeats!r}")
+    if per_input_repeats < 0:
+        raise MitigateError(f"per_input_repeats must be an int >= 0, got {per_input_repeats!r}")
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
@@ -119,10 +131,12 @@ def deployment_cost(
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        times = _median_ms(models, example, repeats, calls)
+        times = _median_ms(models, [example], repeats, calls)
+        singles = list(example.split(1))
+        per_input = _median_ms(models, singles, per_input_repeats, 1) if per_input_repeats else {}
     finally:
         torch.set_num_threads(before)
-    return {
+    result = {
         "reference": reference,
         "threads": threads,
         "repeats": repeats,
@@ -141,27 +155,38 @@ def deployment_cost(
             for label in models
         },
     }
+    for label, ms in per_input.items():
+        result["models"][label] |= {
+            "per_input_ms": ms,
+            "per_input_vs_reference": ms / per_input[reference],
+            "per_input_vs_fp": ms / per_input[FP],
+        }
+    return result
 
 
 @torch.no_grad()
 def _median_ms(
-    models: dict[str, nn.Module], example: Tensor, repeats: int, calls: int
+    models: dict[str, nn.Module], batches: list[Tensor], repeats: int, calls: int
 ) -> dict[str, float]:
+    """Per model, the median over interleaved rounds of the time one call takes, averaged
+    over ``calls`` passes through ``batches`` and over the batches."""
     labels = list(models)
     modes = {label: m.training for label, m in models.items()}
     samples: dict[str, list[float]] = {label: [] for label in labels}
     try:
         for model in models.values():
             model.eval()
-            model(example)  # warm-up: lazy init, weight packing, allocator
+            model(batches[0])  # warm-up: lazy init, weight packing, allocator
         for r in range(repeats):
             shift = r % len(labels)
             for label in labels[shift:] + labels[:shift]:
                 model = models[label]
                 start = time.perf_counter()
                 for _ in range(calls):
-                    model(example)
-                samples[label].append((time.perf_counter() - start) * 1000 / calls)
+                    for batch in batches:
+                        model(batch)
+                elapsed = time.perf_counter() - start
+                samples[label].append(elapsed * 1000 / (calls * len(batches)))
     finally:
         for label, model in models.items():
             model.train(modes[label])

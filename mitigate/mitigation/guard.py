@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from mitigate.errors import MitigateError
 from mitigate.models.checkpoint import read_torch_file, write_torch_file
 from mitigate.quantization import QuantizedModel, parse_scheme, quantize, scheme_label
-from mitigate.selectors import margin_score
+from mitigate.selectors.scores import _margin as margin_maths
 
 __all__ = [
     "GUARD_FORMAT",
@@ -78,14 +78,18 @@ _INPUT_DTYPES = {
 
 
 def _margin(logits: Tensor) -> Tensor:
-    # p1 - p2 from the selectors' margin score (one formula in the package); a row with a NaN
-    # or infinite logit gets margin 0, the least sure possible: any guard that is on
-    # (threshold > 0) reroutes it, and threshold 0 still passes the quantized output through.
-    finite = torch.isfinite(logits).all(dim=1)
-    if bool(finite.all()):
-        return 1.0 - margin_score(logits)
+    # p1 - p2 from the selectors' margin score (one formula in the package, in float64, so a
+    # pool's margins and the guard's are the same numbers); a row with a NaN or infinite
+    # logit gets margin 0, the least sure possible: any guard that is on (threshold > 0)
+    # reroutes it, and threshold 0 still passes the quantized output through. The score's
+    # private maths, not its public checks: this runs on every call of a deployed guard, and
+    # for a one-input request the checks cost more than a small model's forward pass.
+    wide = logits.to(torch.float64)
+    if bool(torch.isfinite(wide).all()):
+        return 1.0 - margin_maths(wide)
+    finite = torch.isfinite(wide).all(dim=1)
     margin = torch.zeros(logits.shape[0], dtype=torch.float64, device=logits.device)
-    margin[finite] = 1.0 - margin_score(logits[finite])
+    margin[finite] = 1.0 - margin_maths(wide[finite])
     return margin
 
 

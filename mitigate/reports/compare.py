@@ -45,6 +45,8 @@ COST_HEADER = (
     "size vs FP",
     "latency vs q0",
     "latency vs FP",
+    "1 by 1 vs q0",
+    "1 by 1 vs FP",
     "float params",
     "float MACs",
     "rerouted",
@@ -116,6 +118,7 @@ def cost_rows(report: dict[str, Any]) -> list[list[str]]:
                 r["budget"],
                 *(_ratio(r.get(k)) for k in ("size_vs_q0", "size_vs_fp")),
                 *(_ratio(r.get(k)) for k in ("latency_vs_q0", "latency_vs_fp")),
+                *(_ratio(r.get(k)) for k in ("per_input_vs_q0", "per_input_vs_fp")),
                 *shares,
             ]
         )
@@ -133,7 +136,8 @@ def cost_table(report: dict[str, Any]) -> Fitted:
     noise = [(r.get("latency_noise") or {}).get("mean") for r in report["rows"]]
     noise = [v for v in noise if v is not None]
     legend = (
-        "size, time: q1's size and latency divided by q0's and by the FP model's; float: "
+        "size, time: q1's size and latency (a batch of 64) divided by q0's and by the FP "
+        "model's; 1x1: latency one input at a time; float: "
         "shares of parameters and MACs kept in float; rerouted: test inputs a guard sends to FP"
     )
     if noise:
@@ -142,7 +146,17 @@ def cost_table(report: dict[str, Any]) -> Fitted:
         [" ".join([breakable(row[0]), *(v for v in row[1:3] if v != NO_SELECTION)]), *row[3:]]
         for row in cost_rows(report)
     ]
-    header = ("row", "size q0", "size FP", "time q0", "time FP", "float params", "float MACs")
+    header = (
+        "row",
+        "size q0",
+        "size FP",
+        "time q0",
+        "time FP",
+        "1x1 q0",
+        "1x1 FP",
+        "float params",
+        "float MACs",
+    )
     return table(
         "What q1 costs, mean ±95% CI over seeds",
         [*header, "rerouted"],
@@ -210,6 +224,9 @@ def best_line(
         fp_size, fp_latency = best.get("size_vs_fp"), best.get("latency_vs_fp")
         if fp_size and fp_size["mean"] is not None:
             line += f" ({fp_size['mean']:.2f}x / {_ratio(fp_latency)} of FP)"
+        single = best.get("per_input_vs_q0")
+        if single and single["mean"] is not None:
+            line += f", one input at a time {_ratio(single)} q0's latency"
     return line + "."
 
 
@@ -230,8 +247,11 @@ def compare_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
         "## What q1 costs",
         "",
         "Size and latency against q0 (the default int8 model) and the FP model; latency ratios "
-        "come from one run's interleaved timing per seed, and the same model timed twice "
-        "differs by the latency noise. Float: shares of parameters and MACs kept in float. "
+        "come from one run's interleaved timing per seed, on a batch of 64 test inputs spread "
+        "over every group and on the same inputs one at a time (1 by 1: what a stream of "
+        "single requests meets; a guard re-runs the FP model only on the few it reroutes), "
+        "and the same model timed twice differs by the latency noise. Float: shares of "
+        "parameters and MACs kept in float. "
         "Rerouted: share of test inputs a guard answers with the FP model.",
         "",
         md_table(COST_HEADER, cost_rows(report)),

@@ -132,6 +132,13 @@ def cost_lines(cost: dict[str, Any] | None, totals: dict[str, Any]) -> list[str]
         + (f"; latency noise ±{noise:.2f}" if noise is not None else "")
         + ")"
     )
+    if q1.get("per_input_vs_reference") is not None:
+        line += (
+            f"; one input at a time {q1['per_input_vs_reference']:.2f}x q0's latency "
+            f"({q1['per_input_vs_fp']:.2f}x FP's"
+            + (f", noise ±{cost['per_input_noise']:.2f}" if "per_input_noise" in cost else "")
+            + ")"
+        )
     share = cost.get("float_share")
     if share and (share["params"] or share["macs"]):
         line += f"; in float: {pct(share['params'])} of parameters, {pct(share['macs'])} of MACs"

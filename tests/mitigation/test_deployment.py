@@ -56,3 +56,34 @@ def test_bad_input(healthy_mlp, variants, probe):
         deployment_cost(healthy_mlp, variants, probe[:8], repeats=0)
     with pytest.raises(MitigateError, match="example must be a non-empty float tensor"):
         deployment_cost(healthy_mlp, variants, probe[:0])
+
+
+class _Counting(torch.nn.Module):
+    """Records the batch size of every call, so a test can see what was timed."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return self.inner(x)
+
+
+def test_per_input_timing_runs_every_input_alone(healthy_mlp, variants, probe):
+    counted = _Counting(variants["int8"])
+    cost = deployment_cost(
+        healthy_mlp, {"int8": counted}, probe[:6], repeats=2, calls=3, per_input_repeats=4
+    )
+    # warm-up, 2 rounds x 3 calls on the batch; warm-up, 4 rounds x 6 inputs one at a time
+    assert counted.sizes == [6] * 7 + [1] * 25
+    for row in cost["models"].values():
+        assert row["per_input_ms"] > 0
+        assert row["per_input_vs_fp"] == pytest.approx(
+            row["per_input_ms"] / cost["models"]["fp"]["per_input_ms"]
+        )
+    assert cost["models"]["int8"]["per_input_vs_reference"] == 1.0
+    plain = deployment_cost(healthy_mlp, variants, probe[:6], repeats=1, calls=1)
+    assert all("per_input_ms" not in row for row in plain["models"].values())
+    with pytest.raises(MitigateError, match="per_input_repeats must be an int >= 0, got -1"):
+        deployment_cost(healthy_mlp, variants, probe[:6], per_input_repeats=-1)

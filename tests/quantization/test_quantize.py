@@ -136,7 +136,8 @@ def test_calibration_data_changes_the_quantization_parameters(trained_tiny, digi
     real = quantize(trained_tiny, "int8", x[:100])
     constant = quantize(trained_tiny, "int8", torch.full_like(x[:100], 0.5))
     assert real.inner.conv2.scale != constant.inner.conv2.scale
-    assert not torch.equal(real(x[:300]).argmax(1), constant(x[:300]).argmax(1))
+    # logits, not top-1: whether a label flips depends on the CPU's int8 kernels
+    assert not torch.equal(real(x[:300]), constant(x[:300]))
 
 
 def test_same_inputs_same_quantized_model(trained_tiny, digits_xy):
