@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mitigate.config_checks import check_config
 from mitigate.errors import MitigateError
 from mitigate.trainers.settings import TrainConfig
 
@@ -238,13 +239,15 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    if path.is_dir():
+        raise MitigateError(f"config file {path.resolve()} is a directory, not a TOML file")
     if not path.is_file():
         raise MitigateError(f"config file not found: {path.resolve()}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise MitigateError(f"config file {path} is not valid TOML: {err}") from None
-    return _merge(Config(), raw, where=str(path))
+    return check_config(_merge(Config(), raw, where=str(path)), str(path))
 
 
 def override(config: Config, **dotted: Any) -> Config:
@@ -264,7 +267,7 @@ def override(config: Config, **dotted: Any) -> Config:
             nested.setdefault(section, {})[name] = value
         else:
             nested[section] = value
-    return _merge(config, nested, where="command line")
+    return check_config(_merge(config, nested, where="command line"), "command line")
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def calibrate_command(
         calibration__scheme=scheme,
         calibration__combine=combine,
     )
-    out = check_out(out or Path("runs") / "calibrate")
+    out = check_out(out, Path("runs") / "calibrate")
     c = cfg.calibration
     rows = len(plan_settings(cfg, load_data(cfg))) + int(c.grid == "oat" and c.combine)
     with Output(quiet=quiet, as_json=as_json) as ui:

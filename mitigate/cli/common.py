@@ -8,7 +8,7 @@ A command follows one pattern (see ``mitigate/cli/evaluate.py``)::
     @handle_errors
     def thing_command(..., out: OutOption = None, quiet: QuietOption = False,
                       as_json: JsonOption = False, fmt: FormatOption = ReportFormat.md):
-        out = check_out(out or Path("runs") / "thing")   # bad --out fails before any work
+        out = check_out(out, Path("runs") / "thing")   # bad --out fails before any work
         with Output(quiet=quiet, as_json=as_json) as ui:
             result = run_thing(cfg, progress=ui.progress)  # Lightning bars when progress=True
             ui.print(table)                                # silent under --json
@@ -83,8 +83,10 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="TOML config; unset keys keep the embedded default."),
 ]
+# A string, not a Path: typer would turn "" (an unset shell variable) into "." and the run
+# would write into the current folder.
 OutOption = Annotated[
-    Path | None, typer.Option("--out", "-o", help="Directory for the report files.")
+    str | None, typer.Option("--out", "-o", help="Directory for the report files.")
 ]
 SeedOption = Annotated[
     int | None, typer.Option("--seed", help="Seed for splits, training and shifts.")
@@ -197,19 +199,30 @@ def _save_traceback() -> Path | None:
     return Path(name)
 
 
-def check_out(out: Path) -> Path:
-    """``out`` if a report directory can be written there, else a one-line MitigateError
-    (checked before the run, so a typo does not cost a long computation)."""
-    if out.exists() and not out.is_dir():
-        raise MitigateError(f"--out {out} is a file, not a directory")
-    existing = out
+def check_out(out: str | None, default: Path) -> Path:
+    """The report directory: ``out`` (``default`` when the option was not given) if a report
+    can be written there, else a one-line MitigateError — checked before the run, so a typo
+    or an unset shell variable does not cost a long computation or write somewhere else."""
+    if out is not None and not out.strip():
+        raise MitigateError(
+            "--out is empty (an unset shell variable?); give a folder, e.g. --out runs/mine"
+        )
+    folder = default if out is None else Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise MitigateError(f"--out {folder} is a file, not a directory")
+    existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise MitigateError(f"--out {out}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise MitigateError(f"--out {out}: {existing} is not writable")
-    return out
+        raise MitigateError(f"--out {folder}: {existing} is a file, not a directory")
+    try:  # a real write: permission bits say nothing for root or on a read-only mount
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise MitigateError(
+            f"--out {folder}: cannot write in {existing} ({err.strerror or err})"
+        ) from None
+    return folder
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:

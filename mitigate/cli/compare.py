@@ -74,7 +74,7 @@ def compare_command(
         compare__seeds=seeds,
         retrain__scheme=scheme,
     )
-    out = check_out(out or Path("runs") / "compare")
+    out = check_out(out, Path("runs") / "compare")
     total = len(plan_cells(cfg))
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.bar("compare", total) as advance:

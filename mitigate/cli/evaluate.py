@@ -60,7 +60,7 @@ def evaluate_command(
         shifts__severities=split_list(severities),
         calibration__preset=calibration,
     )
-    out = check_out(out or Path("runs") / "evaluate")
+    out = check_out(out, Path("runs") / "evaluate")
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.counter("scanning inputs") as count:
             result = evaluate(cfg, checkpoint=model, progress=ui.progress, on_batch=count)

@@ -133,7 +133,7 @@ def retrain_command(
         retrain__guard_rate=guard_rate,
         calibration__preset=calibration,
     )
-    out = check_out(out or Path("runs") / "retrain")
+    out = check_out(out, Path("runs") / "retrain")
     with Output(quiet=quiet, as_json=as_json) as ui:
         result = retrain(cfg, checkpoint=model, progress=ui.progress, scans=ui.counter)
         report = result.report

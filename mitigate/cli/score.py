@@ -92,7 +92,7 @@ def score_command(
         quantization__schemes=split_list(schemes),
         selection__budget=budget,
     )
-    out = check_out(out or Path("runs") / "score")
+    out = check_out(out, Path("runs") / "score")
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.counter("scanning inputs") as count:
             result = score(

@@ -71,7 +71,7 @@ def sensitivity_command(
     from mitigate.runs.sensitivity import sensitivity
 
     cfg = override(load_config(config), seed=seed)
-    out = check_out(out or Path("runs") / "sensitivity")
+    out = check_out(out, Path("runs") / "sensitivity")
     with Output(quiet=quiet, as_json=as_json) as ui:
         result = sensitivity(
             cfg,

@@ -53,7 +53,7 @@ def train_command(
     cfg = override(
         load_config(config), seed=seed, model__arch=arch, train__method=method, train__epochs=epochs
     )
-    folder = check_out(out or Path("runs") / "train")
+    folder = check_out(out, Path("runs") / "train")
     with Output(quiet=quiet, as_json=as_json) as ui:
         result = train(cfg, folder, progress=ui.progress)
         report = result.report

@@ -233,7 +233,11 @@ def read_torch_file(path: Path, what: str = "checkpoint") -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about unusual pickle protocols
             return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if not _holds_objects(path, err):  # random bytes, text, a truncated file
+            raise MitigateError(
+                f"{path} is not a torch file (not a mitigate {what}, or corrupt)"
+            ) from None
         raise MitigateError(
             f"{path} is not a safe mitigate {what}: it holds Python objects beyond tensors "
             "and plain data, which could run code when loaded, so it was refused"
@@ -243,6 +247,30 @@ def read_torch_file(path: Path, what: str = "checkpoint") -> Any:
         raise MitigateError(
             f"{path} is not a mitigate {what} or is corrupt ({type(err).__name__}: {reason})"
         ) from None
+
+
+_OBJECT_OPCODES = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"}
+
+
+def _holds_objects(path: Path, err: Exception) -> bool:
+    """Did torch refuse ``path`` because its pickle builds Python objects (rather than
+    because it is no pickle at all)? Read with :mod:`pickletools`, which lists opcodes and
+    never executes them."""
+    import pickletools
+    import zipfile
+
+    if "global" in str(err).lower():  # torch names the blocked class: "GLOBAL posix.system"
+        return True
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's format: the pickle is one member
+            with zipfile.ZipFile(path) as archive:
+                member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(member)
+        else:
+            data = path.read_bytes()
+        return any(op.name in _OBJECT_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # not a pickle stream: nothing in it could build an object
+        return False
 
 
 def _unpack(path: Path, payload: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -290,4 +318,13 @@ def _check_fits(
         raise MitigateError(
             f"checkpoint {path} weights do not fit a {meta['arch']} for input "
             f"{meta['input_shape']} and {meta['num_classes']} classes; {'; '.join(problems)}"
+        )
+    broken = [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if broken:
+        more = f" (+{len(broken) - _SHOWN_KEYS} more)" if len(broken) > _SHOWN_KEYS else ""
+        raise MitigateError(
+            f"checkpoint {path} holds NaN or infinite weights in "
+            f"{', '.join(broken[:_SHOWN_KEYS])}{more}; a model with them cannot be measured"
         )

@@ -175,7 +175,8 @@ def _parse_value(scheme: str, key: str, raw: str) -> object:
     if key == "group_size":
         if not raw.isdigit():
             raise MitigateError(
-                f"option group_size of scheme {scheme!r} takes an integer, got {raw!r}"
+                f"option group_size of scheme {scheme!r} takes an integer >= 0 (0: one scale "
+                f"per output channel; e.g. 32), got {raw!r}"
             )
         return int(raw)
     if key == "float_layers":

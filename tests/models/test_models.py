@@ -510,3 +510,24 @@ def test_layer_table_counts_known_layers() -> None:
 def test_layer_table_rejects_a_bad_shape() -> None:
     with pytest.raises(MitigateError, match=r"input_shape must be the positive sizes"):
         layer_table(_build("mlp", (1, 8, 8)), (1, 0, 8))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_load_refuses_non_finite_weights_naming_the_file_and_tensor(
+    bad: float, tmp_path: Path
+) -> None:
+    payload = _payload()
+    key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][key].view(-1)[0] = bad
+    path = tmp_path / "broken.pt"
+    torch.save(payload, path)
+    with pytest.raises(MitigateError, match=rf"broken\.pt holds NaN or infinite weights in {key}"):
+        load_checkpoint(path)
+
+
+def test_random_bytes_are_not_said_to_hold_python_objects(tmp_path: Path) -> None:
+    path = tmp_path / "noise.pt"
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(MitigateError) as info:
+        load_checkpoint(path)
+    assert "Python objects" not in str(info.value) and "noise.pt" in str(info.value)
