@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from mitigate import __version__
 from mitigate.cli.calibrate import calibrate_command
-from mitigate.cli.common import click, fail
+from mitigate.cli.common import click, fail, note_interrupts
 from mitigate.cli.compare import compare_command
 from mitigate.cli.evaluate import evaluate_command
 from mitigate.cli.retrain import retrain_command
@@ -101,4 +101,5 @@ app.command("calibrate")(calibrate_command)
 
 
 def main() -> None:
+    note_interrupts()
     app()

@@ -30,8 +30,11 @@ import functools
 import json
 import os
 import shlex
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -157,6 +160,21 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+INTERRUPTED = threading.Event()
+
+
+def note_interrupts() -> None:
+    """Remember every Ctrl-C (then raise ``KeyboardInterrupt`` as Python does), so the error
+    boundary can tell an interrupt from the failure a half-finished import causes after it."""
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave Python's handler
+        signal.signal(signal.SIGINT, on_sigint)
+
+
 def handle_errors(command: F) -> F:
     """The error boundary of a command.
 
@@ -169,7 +187,10 @@ def handle_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            finally:
+                release_out()
         except MitigateError as err:
             raise fail(_one_line(str(err))) from None
         except KeyboardInterrupt:
@@ -177,6 +198,10 @@ def handle_errors(command: F) -> F:
         except (typer.Exit, typer.Abort, click.ClickException):  # usage errors, --help, exits
             raise
         except Exception as err:
+            if INTERRUPTED.is_set():
+                # Ctrl-C landed inside an import (torch's take seconds): a module left half
+                # initialized then fails in its own way, but what happened is the interrupt.
+                raise fail("interrupted", 130) from None
             if os.environ.get("MITIGATE_DEBUG"):
                 raise
             saved = _save_traceback()
@@ -222,7 +247,71 @@ def check_out(out: str | None, default: Path) -> Path:
         raise MitigateError(
             f"--out {folder}: cannot write in {existing} ({err.strerror or err})"
         ) from None
+    _claim(folder)
     return folder
+
+
+# ---- one run per --out ------------------------------------------------------------------
+
+LOCK_FILE = ".mitigate-lock"
+# (folder, open lock file, the folders this claim created, deepest first)
+_claimed: list[tuple[Path, Any, list[Path]]] = []
+
+
+def _claim(folder: Path) -> None:
+    """Hold ``folder`` for this command (an exclusive ``flock`` on ``folder/.mitigate-lock``,
+    released when the command ends, or by the OS if the process dies), then remove what killed
+    runs left there. A second run on the same folder gets a one-line error naming the process
+    that holds it. Where ``fcntl`` does not exist (Windows), runs are not locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held open)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise MitigateError(
+            f"--out {folder} is in use by another mitigate run (pid {holder}); wait for it to "
+            "finish or choose another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _claimed.append((folder, handle, created))
+    _remove_leftovers(folder)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Staging folders and temporary files of runs that were killed: nobody else holds the
+    folder, so nothing is writing them."""
+    from mitigate.reports.writer import STAGING_PREFIX
+
+    for stage in folder.glob(f"{STAGING_PREFIX}*"):
+        if stage.is_dir():
+            shutil.rmtree(stage, ignore_errors=True)
+    for tmp in [*folder.glob(".*.tmp*"), *folder.glob("cells/*/.*.tmp*")]:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def release_out() -> None:
+    """Let go of every folder this command claimed; a folder the command created and left
+    with nothing but the lock is removed, so a refused or failed run leaves nothing behind."""
+    while _claimed:
+        folder, handle, created = _claimed.pop()
+        handle.close()
+        if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()
+                for made in created:  # deepest first; stops at the first one not empty
+                    made.rmdir()
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:

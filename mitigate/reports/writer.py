@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["MANIFEST", "Plot", "read_manifest", "staged", "write_report"]
+__all__ = ["MANIFEST", "STAGING_PREFIX", "Plot", "read_manifest", "staged", "write_report"]
 
 MANIFEST = ".mitigate-report.json"
-_STAGING_PREFIX = ".staging-"
+STAGING_PREFIX = ".staging-"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def staged(out: str | Path) -> Iterator[Path]:
     out = Path(out)
     existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out))
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
     try:
         yield stage
         _swap(stage, out)

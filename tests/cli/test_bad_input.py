@@ -77,3 +77,60 @@ def test_an_out_that_is_a_file_or_cannot_be_written_is_refused(tmp_path, tiny_co
         pytest.skip("needs a folder nobody can create files in (/proc)")
     result = runner.invoke(app, ["evaluate", "--config", str(tiny_config), "--out", "/proc/x/y"])
     _one_line_error(result, "cannot write in /proc")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="runs are locked with fcntl.flock")
+def test_a_second_run_on_the_same_out_is_refused_naming_the_first(tmp_path, tiny_config):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("the first run's")
+    with open(out / ".mitigate-lock", "a+") as held:  # another run holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        result = runner.invoke(app, ["evaluate", "--config", str(tiny_config), "--out", str(out)])
+        _one_line_error(result, "is in use by another mitigate run (pid 4242)")
+    assert (out / "report.md").read_text() == "the first run's"
+
+
+def test_leftovers_of_killed_runs_are_removed_by_the_next_run(tmp_path, tiny_config):
+    out = tmp_path / "out"
+    stage = out / ".staging-k1ll3d"
+    stage.mkdir(parents=True)
+    (stage / "report.json").write_text("{}")
+    cells = out / "cells" / "abc"
+    cells.mkdir(parents=True)
+    (cells / "seed0.json").write_text("{}")  # a finished cell: kept
+    leftovers = [out / ".report.json.x1.tmp", cells / ".seed1.json.y2.tmp.npz"]
+    for path in leftovers:
+        path.write_text("half")
+    (out / "notes.txt").write_text("mine")  # not mitigate's: kept
+    bad = ["evaluate", "--config", str(tiny_config), "--out", str(out), "--schemes", "int3"]
+    result = runner.invoke(app, bad)  # refused after claiming the folder
+    assert result.exit_code == 2, result.output
+    assert not stage.exists() and not any(p.exists() for p in leftovers)
+    assert (cells / "seed0.json").exists() and (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_failure_after_ctrl_c_is_reported_as_the_interrupt(monkeypatch, tmp_path, tiny_config):
+    """Ctrl-C inside torch's import leaves a module half initialized; the failure that follows
+    is the interrupt's doing: exit 130, "interrupted", no traceback file."""
+    import tempfile
+
+    import mitigate.runs.evaluate
+    from mitigate.cli import common
+
+    def broken_import(*args, **kwargs):
+        common.INTERRUPTED.set()  # what the SIGINT handler records
+        raise ImportError("cannot import name 'sympy' (partially initialized module)")
+
+    monkeypatch.setattr(mitigate.runs.evaluate, "evaluate", broken_import)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    try:
+        result = runner.invoke(app, ["evaluate", "-c", str(tiny_config), "-o", str(tmp_path / "e")])
+    finally:
+        common.INTERRUPTED.clear()
+    assert result.exit_code == 130 and result.output.strip() == "error: interrupted"
+    assert not list(tmp_path.glob("mitigate-traceback-*")) and not (tmp_path / "e").exists()
