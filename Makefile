@@ -15,11 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# The main job: measure the disagreements, then remove them with the strongest strategy
-# measured here (quantization settings + float fallback, chosen on margin-selected pool inputs).
+# The main job: measure the disagreements, then remove them with the strategy compare
+# recommends for one int8 model (retrain's default: settings, fallback, rounding, ranges).
 demo: install
 	$(BIN)/mitigate evaluate
-	$(BIN)/mitigate retrain --selector margin --strategy settings+fallback
+	$(BIN)/mitigate retrain --selector margin
 
 test: install
 	$(BIN)/python -m pytest

@@ -54,6 +54,7 @@ IGNORED = {
     "latency_vs_q0",
     "mitigate_version",
     "torch_version",
+    "machine",
     "cells",
 }
 

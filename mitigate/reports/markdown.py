@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mitigate.machine import machine_line
+
 __all__ = ["markdown_to_html", "md_plots", "md_table", "provenance"]
 
 
@@ -61,6 +63,7 @@ def provenance(report: dict[str, Any], argv: Sequence[str] | None = None) -> str
     versions = f"mitigate {report.get('mitigate_version')}, torch {report.get('torch_version')}"
     if recorded.get("python"):
         versions += f", Python {recorded['python']}"
+    machine = report.get("machine")
     return "\n".join(
         [
             "## Provenance",
@@ -68,6 +71,11 @@ def provenance(report: dict[str, Any], argv: Sequence[str] | None = None) -> str
             f"- command: `{command}`",
             f"- seed: {seed}" + (f" (seeds {seeds})" if seeds else ""),
             f"- {versions}",
+            *(
+                [f"- machine: {machine_line(machine)} (int8 counts differ across CPUs)"]
+                if machine
+                else []
+            ),
             f"- wall time: {report.get('wall_time_s')} s",
             "",
             "```json",

@@ -55,11 +55,13 @@ def run_header(command: str, config: Config, model_info: ModelInfo | None = None
     import torch
 
     from mitigate import __version__
+    from mitigate.machine import describe_machine
 
     header: Report = {
         "command": command,
         "mitigate_version": __version__,
         "torch_version": torch.__version__,
+        "machine": describe_machine(),  # int8 counts depend on the CPU: say which one
         "seed": config.seed,
     }
     if model_info is not None:

@@ -10,6 +10,7 @@ from mitigate.errors import MitigateError
 from mitigate.mitigation.strategies import STRATEGIES, Context, Selected, parse_strategy
 from mitigate.mitigation.train_steps import labelled_loader
 from mitigate.runs.retrain import prepare, run_strategy, select, strategy_settings
+from mitigate.selectors import SCORES
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def seeded(tiny_retrain):
 
 @pytest.fixture(scope="module")
 def picked(seeded):
-    return select(seeded, "margin", 150)
+    return select(seeded, SCORES["margin"], 150)
 
 
 def test_finetune_trains_on_exactly_the_selected_inputs_with_their_true_labels(seeded, picked):
