@@ -6,6 +6,7 @@ IDX layout (LeCun's format): two zero bytes, a dtype code, the number of dimensi
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def parse_idx(data: bytes, *, source: str = "IDX data") -> np.ndarray:
         raise MitigateError(f"corrupt IDX file {source}: truncated header ({len(data)} bytes)")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: an absurd header cannot wrap
     if len(data) - header != expected:
         shape = "x".join(str(d) for d in dims)
         state = "truncated" if len(data) - header < expected else "too long"

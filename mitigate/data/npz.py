@@ -82,7 +82,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         )
     if not path.is_file():
         raise MitigateError(
-            f"npz file {path} not found; give the path of an .npz holding x and y as data_dir"
+            f"npz file {path} not found; give the path of an .npz file holding arrays x and y"
         )
     try:
         loaded = np.load(path, allow_pickle=False)

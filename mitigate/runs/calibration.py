@@ -416,7 +416,12 @@ def _read(path: Path) -> Setting:
     except (OSError, ValueError, KeyError, TypeError) as err:
         if isinstance(err, MitigateError):
             raise
-        raise MitigateError(f"cannot read calibration preset {path}: {err}") from None
+        # a KeyError's text is the bare key: say what was missing
+        why = f"no {err.args[0]!r} entry" if isinstance(err, KeyError) else str(err)
+        raise MitigateError(
+            f"cannot read calibration preset {path}: {why} (a best.json written by "
+            "`mitigate calibrate` holds a 'calibration' setting)"
+        ) from None
 
 
 def apply_preset(config: Config) -> Config:

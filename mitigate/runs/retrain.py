@@ -210,6 +210,13 @@ def deployment(baseline: Baseline, quantized: nn.Module, scheme: Scheme) -> Repo
     return cost
 
 
+def _clipped(budget: int | float, pool_size: int) -> list[str]:
+    """A line when a count budget asks for more inputs than the pool holds (all are taken)."""
+    if isinstance(budget, int) and budget > pool_size:
+        return [f"budget {budget} is larger than the pool ({pool_size} inputs): all were selected"]
+    return []
+
+
 def warnings(accounting: Report, cost: Report) -> list[str]:
     """The lines a user must not miss: q1 disagrees with f0 more than q0 did, or gives back what
     quantization bought (slower than FP, or more than half its size)."""
@@ -300,7 +307,7 @@ def retrain(
         "per_step": step_rows,
         "control": control,
         "deployment": cost,
-        "warnings": warnings(result, cost),
+        "warnings": warnings(result, cost) + _clipped(config.selection.budget, session.pool_size),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return RetrainResult(report, predictions)

@@ -134,3 +134,15 @@ def test_a_failure_after_ctrl_c_is_reported_as_the_interrupt(monkeypatch, tmp_pa
         common.INTERRUPTED.clear()
     assert result.exit_code == 130 and result.output.strip() == "error: interrupted"
     assert not list(tmp_path.glob("mitigate-traceback-*")) and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [('{"x": 1}', "no 'calibration' entry"), ("nope", "Expecting value")],
+)
+def test_a_malformed_calibration_preset_says_what_is_wrong(tmp_path, tiny_config, content, words):
+    preset = tmp_path / "preset.json"
+    preset.write_text(content)
+    args = ["evaluate", "--config", str(tiny_config), "--calibration", str(preset)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o")])
+    _one_line_error(result, f"cannot read calibration preset {preset}: {words}")

@@ -435,3 +435,12 @@ def test_registry(tmp_path: Path) -> None:
         load_dataset("svhn")
     with pytest.raises(MitigateError, match=r"dataset 'cifar10' needs data_dir"):
         load_dataset("cifar10")
+
+
+def test_an_absurd_idx_header_reports_its_true_byte_count() -> None:
+    """Dimensions whose product overflows int64 must not show a negative byte count."""
+    import struct
+
+    data = bytes([0, 0, 8, 4]) + struct.pack(">IIII", *[4_000_000_000] * 4) + b"x" * 10
+    with pytest.raises(MitigateError, match=r"\(256000000000000000000000000000000000000 bytes\)"):
+        parse_idx(data)

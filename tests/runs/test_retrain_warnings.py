@@ -37,3 +37,11 @@ def test_warnings_name_what_was_given_back(before, after, cost, expected):
     assert len(lines) == len(expected)
     for line, words in zip(lines, expected, strict=True):
         assert words in line
+
+
+def test_a_budget_larger_than_the_pool_is_said_not_clipped_silently():
+    from mitigate.runs.retrain import _clipped
+
+    assert _clipped(100, 40400) == [] and _clipped(0.5, 10) == []
+    (line,) = _clipped(50000, 40400)
+    assert "budget 50000 is larger than the pool (40400 inputs): all were selected" == line
