@@ -44,4 +44,4 @@ def test_a_budget_larger_than_the_pool_is_said_not_clipped_silently():
 
     assert _clipped(100, 40400) == [] and _clipped(0.5, 10) == []
     (line,) = _clipped(50000, 40400)
-    assert "budget 50000 is larger than the pool (40400 inputs): all were selected" == line
+    assert line == "budget 50000 is larger than the pool (40400 inputs): all were selected"
