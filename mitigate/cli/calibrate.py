@@ -21,6 +21,7 @@ from mitigate.cli.common import (
     QuietOption,
     ReportFormat,
     SeedOption,
+    cells_lines,
     check_out,
     emit_report,
     handle_errors,
@@ -153,10 +154,8 @@ def calibrate_command(
             ui.print(report["recommendation"]["line"], highlight=False)
             save_best(cfg, result.best)
             ui.print(f"saved as 'best' for --calibration: {best_file(cfg)}", highlight=False)
-        ui.print(
-            f"{report['cells']['total']} cells ({report['cells']['reused']} reused from "
-            f"{report['cells_dir']}); time: {report['wall_time_s']:.1f}s"
-        )
+        for line in cells_lines(report):
+            ui.print(line, highlight=False)
         emit_report(
             ui,
             out,

@@ -67,6 +67,7 @@ __all__ = [
     "SchemeOption",
     "SchemesOption",
     "SeedOption",
+    "cells_lines",
     "check_out",
     "click",
     "command_line",
@@ -312,6 +313,22 @@ def release_out() -> None:
                 (folder / LOCK_FILE).unlink()
                 for made in created:  # deepest first; stops at the first one not empty
                     made.rmdir()
+
+
+def cells_lines(report: dict[str, Any]) -> list[str]:
+    """The closing lines of a grid (``compare``, ``calibrate``): cells run and reused, and
+    every unreadable cell file that was set aside and recomputed."""
+    cells = report["cells"]
+    lines = [
+        f"{cells['total']} cells ({cells['reused']} reused from {report['cells_dir']}); "
+        f"time: {report['wall_time_s']:.1f}s"
+    ]
+    lines += [
+        f"note: cell file {path.removesuffix('.corrupt')} was unreadable: set aside as {path} "
+        "and computed again"
+        for path in cells.get("set_aside", [])
+    ]
+    return lines
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:

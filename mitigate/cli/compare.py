@@ -18,6 +18,7 @@ from mitigate.cli.common import (
     ReportFormat,
     SchemeOption,
     SeedOption,
+    cells_lines,
     check_out,
     emit_report,
     handle_errors,
@@ -90,10 +91,8 @@ def compare_command(
             ui.print()
         for line in best_lines(report):
             ui.print(line, highlight=False)
-        ui.print(
-            f"{total} cells ({report['cells']['reused']} reused from {report['cells_dir']}); "
-            f"time: {report['wall_time_s']:.1f}s"
-        )
+        for line in cells_lines(report):
+            ui.print(line, highlight=False)
         emit_report(
             ui,
             out,

@@ -330,7 +330,7 @@ def calibrate(
         "grid": config.calibration.grid,
         "design": _design(config, combined),
         "cells_dir": str(store.folder),
-        "cells": {"total": counter["total"], "reused": reused},
+        "cells": {"total": counter["total"], "reused": reused} | store.aside_report(),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     best = best_record(config, report) if report.get("recommendation") else None

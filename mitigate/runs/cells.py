@@ -57,6 +57,11 @@ class CellStore:
             self.set_aside.append(aside)
             return None
 
+    def aside_report(self) -> Record:
+        """``{"set_aside": [paths]}`` for a report: the unreadable cell files this run found,
+        renamed to ``*.corrupt`` and computed again."""
+        return {"set_aside": [str(p) for p in self.set_aside]}
+
     def save(self, key: str, record: Record) -> None:
         """Write cell ``key`` atomically; its presence marks the cell done."""
         write_json(self.path(key), record)

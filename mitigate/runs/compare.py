@@ -158,7 +158,7 @@ def compare(
     report = summarize_cells(config, grid.records)
     report["wall_time_s"] = round(time.perf_counter() - started, 2)
     report["cells_dir"] = str(store.folder)
-    report["cells"] = {"total": len(cells), "reused": grid.reused}
+    report["cells"] = {"total": len(cells), "reused": grid.reused} | store.aside_report()
     report["config"] = config_to_dict(config)
     return CompareResult(report, grid.records)
 

@@ -254,7 +254,7 @@ def test_sweep_numbers_recount_from_files_and_a_rerun_resumes(tmp_path, monkeypa
 
     monkeypatch.setattr(module, "_SeedRun", None)
     second = calibrate(config, tmp_path)
-    assert second.report["cells"] == {"total": 10, "reused": 10}
+    assert second.report["cells"] == {"total": 10, "reused": 10, "set_aside": []}
     assert second.report["rows"] == rows
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 
@@ -58,6 +59,16 @@ def test_a_rerun_resumes_and_gives_the_same_table(tmp_path, monkeypatch, tiny_re
         assert (cell["cost"]["size_vs_q0"] == 1.0) or changed
     best = first.report["best_on_held_out"]
     assert best["size_vs_q0"]["n"] == 2
+
+    # a corrupt cell file is named, set aside and computed again; the others are reused
+    monkeypatch.undo()
+    cell_file = sorted(Path(first.report["cells_dir"]).glob("*.json"))[0]
+    cell_file.write_text('{"seed": 0, "strat')  # a kill mid-write of a foreign tool
+    third = compare(config, tmp_path)
+    assert third.report["cells"]["reused"] == len(plan_cells(config)) - 1
+    assert third.report["cells"]["set_aside"] == [str(cell_file) + ".corrupt"]
+    assert cell_file.is_file() and Path(str(cell_file) + ".corrupt").is_file()
+    assert [r["all"] for r in third.report["rows"]] == [r["all"] for r in first.report["rows"]]
 
 
 def test_a_killed_run_keeps_finished_cells(tmp_path, monkeypatch, tiny_retrain):
