@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import shlex
-import shutil
 import signal
 import sys
 import tempfile
@@ -54,6 +53,7 @@ except ImportError:  # pragma: no cover - older typer runs on click itself
 
 from mitigate.errors import MitigateError
 from mitigate.quantization.schemes import scheme_names
+from mitigate.reports.writer import LOCK_FILE
 
 __all__ = [
     "ConfigOption",
@@ -254,7 +254,6 @@ def check_out(out: str | None, default: Path) -> Path:
 
 # ---- one run per --out ------------------------------------------------------------------
 
-LOCK_FILE = ".mitigate-lock"
 # (folder, open lock file, the folders this claim created, deepest first)
 _claimed: list[tuple[Path, Any, list[Path]]] = []
 
@@ -290,13 +289,12 @@ def _claim(folder: Path) -> None:
 
 
 def _remove_leftovers(folder: Path) -> None:
-    """Staging folders and temporary files of runs that were killed: nobody else holds the
-    folder, so nothing is writing them."""
-    from mitigate.reports.writer import STAGING_PREFIX
+    """What runs that were killed left: entries a publish had carried out of ``folder`` go
+    back, staging folders and temporary files go. Nobody else holds the folder, so nothing is
+    writing them."""
+    from mitigate.reports.writer import recover
 
-    for stage in folder.glob(f"{STAGING_PREFIX}*"):
-        if stage.is_dir():
-            shutil.rmtree(stage, ignore_errors=True)
+    recover(folder)
     for tmp in [*folder.glob(".*.tmp*"), *folder.glob("cells/*/.*.tmp*")]:
         with contextlib.suppress(OSError):
             tmp.unlink()

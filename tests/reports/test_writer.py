@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import errno
 import json
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,15 +85,104 @@ def test_a_crash_on_the_first_run_leaves_no_directory(tmp_path):
     assert not out.exists()
 
 
-def test_report_json_is_published_last(tmp_path, monkeypatch):
+def test_without_an_atomic_exchange_report_json_is_published_last(tmp_path, monkeypatch):
     order = []
     real_replace = writer.os.replace
+
+    def no_exchange(a, b):
+        raise OSError(errno.ENOSYS, "no exchange")
+
+    monkeypatch.setattr(writer, "_exchange", no_exchange)
     monkeypatch.setattr(
         writer.os, "replace", lambda src, dst: (order.append(str(dst)), real_replace(src, dst))
     )
+    (tmp_path / "cells").mkdir()
     write_report(tmp_path, {"v": 1}, markdown=_md("x"), data=lambda s: (s / "a.npz").write_text(""))
     published = [Path(d).name for d in order if Path(d).parent == tmp_path]
-    assert published == ["a.npz", "report.md", "report.json", MANIFEST]
+    # cells/ was carried into the staging folder and back before the file-by-file fallback
+    assert published == ["cells", "a.npz", "report.md", "report.json", MANIFEST]
+    assert (tmp_path / "cells").is_dir() and not list(tmp_path.parent.glob(".*staging*"))
+
+
+def test_a_second_report_is_switched_in_by_one_exchange(tmp_path, monkeypatch):
+    if sys.platform not in ("linux", "darwin"):
+        pytest.skip("atomic directory exchange: Linux and macOS")
+    out = tmp_path / "run"
+    write_report(out, {"v": 1}, markdown=_md("one"), data=lambda s: (s / "a.npz").write_text(""))
+    (out / "cells").mkdir()
+    (out / "notes.txt").write_text("mine")
+    exchanges = []
+    real = writer._exchange
+    monkeypatch.setattr(writer, "_exchange", lambda a, b: (exchanges.append(b), real(a, b)))
+    write_report(out, {"v": 2}, markdown=_md("two"))
+    assert exchanges == [out]
+    assert sorted(p.name for p in out.iterdir()) == [
+        MANIFEST,
+        "cells",
+        "notes.txt",
+        "report.json",
+        "report.md",
+    ]  # a.npz was the old report's: gone with it
+    assert json.loads((out / "report.json").read_text()) == {"v": 2}
+    assert not [p for p in tmp_path.iterdir() if p.name != "run"]  # the old directory removed
+
+
+# Runs in a child process that SIGKILLs itself at the k-th file operation of publishing.
+_KILL_AT = """
+import os, signal, sys
+from pathlib import Path
+from mitigate.reports import writer
+
+k, out = int(sys.argv[1]), Path(sys.argv[2])
+calls = [0]
+for owner, name in ((writer, "_move"), (writer, "_exchange"), (writer.shutil, "rmtree")):
+    real = getattr(owner, name)
+    def killing(*args, real=real, **kwargs):
+        calls[0] += 1
+        if calls[0] == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    setattr(owner, name, killing)
+writer.write_report(out, {"run": "new"}, markdown=lambda plots: "new\\n",
+                    data=lambda s: (s / "new.npz").write_text("new"))
+print("finished", calls[0])
+"""
+
+
+def test_a_kill_at_any_step_of_publishing_leaves_one_whole_report(tmp_path):
+    import subprocess
+
+    out, k = tmp_path / "run", 0
+    while True:
+        k += 1
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        write_report(
+            out,
+            {"run": "old"},
+            markdown=lambda plots: "old\n",
+            data=lambda s: (s / "old.npz").write_text("old"),
+        )
+        (out / "cells").mkdir()
+        (out / "cells" / "seed0.json").write_text("{}")
+        (out / "notes.txt").write_text("mine")
+        child = subprocess.run(
+            [sys.executable, "-c", _KILL_AT, str(k), str(out)], capture_output=True, text=True
+        )
+        which = json.loads((out / "report.json").read_text())["run"]
+        assert (out / "report.md").read_text() == f"{which}\n"
+        assert sorted(read_manifest(out)) == sorted([f"{which}.npz", "report.md", "report.json"])
+        assert (out / f"{which}.npz").is_file() and not (
+            out / f"{'old' if which == 'new' else 'new'}.npz"
+        ).exists()
+        writer.recover(out)  # what the next run does first, under its lock
+        assert (out / "cells" / "seed0.json").read_text() == "{}"
+        assert (out / "notes.txt").read_text() == "mine"
+        assert [p.name for p in tmp_path.iterdir()] == ["run"]
+        if child.returncode == 0:  # k passed the last operation: the run finished
+            assert which == "new" and child.stdout.startswith("finished")
+            break
+        assert child.returncode == -9, child.stderr
+    assert k >= 5  # two carried entries, the exchange, removing the old report, finished
 
 
 def test_html_is_self_contained():
