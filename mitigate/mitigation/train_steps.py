@@ -39,8 +39,10 @@ def unlabelled_loader(ctx: Context) -> DataLoader:
 
 
 def _loader(ctx: Context, dataset: TensorDataset) -> DataLoader:
+    from mitigate.trainers.fitting import batched_loader
+
     generator = torch.Generator().manual_seed(ctx.seed)
-    return DataLoader(
+    return batched_loader(
         dataset, batch_size=ctx.settings.train.batch_size, shuffle=True, generator=generator
     )
 

@@ -238,7 +238,9 @@ def anchor_loader(
     w = torch.ones(n) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
     if w.shape != (n,):
         raise MitigateError(f"got {w.numel()} weights for {n} inputs")
+    from mitigate.trainers.fitting import batched_loader
+
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
+    return batched_loader(
         TensorDataset(inputs, w, flags), batch_size=batch_size, shuffle=True, generator=generator
     )

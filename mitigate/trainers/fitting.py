@@ -17,7 +17,7 @@ from mitigate.data.base import LabelledData
 from mitigate.errors import MitigateError
 from mitigate.trainers.module import ClassifierModule
 
-__all__ = ["fit", "images_loader", "quiet_lightning"]
+__all__ = ["batched_loader", "fit", "images_loader", "quiet_lightning"]
 
 _LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
 
@@ -80,8 +80,27 @@ def images_loader(
             raise MitigateError("per-sample weights are all zero; nothing would be trained")
         tensors.append(weights)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
+    return batched_loader(
         TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator
+    )
+
+
+def batched_loader(
+    dataset: TensorDataset, *, batch_size: int, shuffle: bool, generator: torch.Generator
+) -> DataLoader:
+    """The batches ``DataLoader(dataset, batch_size, shuffle, generator=generator)`` yields —
+    the same indices in the same order, the same values — but each taken with one indexing
+    of the tensors instead of ``batch_size`` single-sample reads and a collate (about a tenth
+    of a small model's training step).
+    """
+    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        sampler=BatchSampler(order, batch_size=batch_size, drop_last=False),
+        batch_size=None,  # the sampler yields whole batches of indices
+        generator=generator,  # drawn from once per epoch, as the plain loader does
     )
 
 

@@ -212,3 +212,26 @@ def test_attributes_set_on_the_module_still_register_as_torch_expects(bn_net):
     assert "head" in dict(module.named_children())
     assert module._current_fx_name == "training_step"
     assert "_current_fx_name" not in module._parameters
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("n", [1, 64, 130])
+def test_batched_loader_yields_the_plain_loaders_batches(shuffle, n):
+    """Same seed, same batches, epoch after epoch, as torch's DataLoader builds them one
+    sample at a time; so every training figure stays what it was."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mitigate.trainers.fitting import batched_loader
+
+    data = TensorDataset(torch.rand(n, 1, 8, 8), torch.randint(0, 10, (n,)), torch.rand(n))
+    plain = DataLoader(
+        data, batch_size=64, shuffle=shuffle, generator=torch.Generator().manual_seed(3)
+    )
+    fast = batched_loader(
+        data, batch_size=64, shuffle=shuffle, generator=torch.Generator().manual_seed(3)
+    )
+    assert len(fast) == len(plain)
+    for _epoch in range(3):  # the generator moves on between epochs alike
+        pairs = list(zip(plain, fast, strict=True))
+        for a, b in pairs:
+            assert all(torch.equal(x, y) and x.dtype == y.dtype for x, y in zip(a, b, strict=True))
