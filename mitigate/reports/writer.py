@@ -91,7 +91,7 @@ def staged(out: str | Path) -> Iterator[Path]:
     If the ``with`` body raises, the staging directory is removed and ``out`` is left exactly
     as it was (if ``out`` did not exist, it is not created).
     """
-    out = Path(out)
+    out = Path(out).resolve()  # "." gets a name and a parent; a symlink, its real folder
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}{STAGING_PREFIX}", dir=out.parent))
     try:
@@ -109,6 +109,9 @@ def _publish(stage: Path, out: Path) -> None:
     write_json(stage / MANIFEST, {"files": names})
     if not out.exists():
         _move(stage, out)  # nothing to keep: one rename
+        return
+    if Path.cwd().resolve().is_relative_to(out):  # the process works inside ``out``: an
+        _swap(stage, out, names)  # exchange would leave it in the old, removed directory
         return
     previous = {*read_manifest(out), MANIFEST, LOCK_FILE}
     write_json(stage / _STAGE_MARKER, {"report": names})
@@ -172,7 +175,7 @@ def recover(out: str | Path) -> None:
     """Undo what killed runs left around ``out``: entries carried into a staging directory go
     back into ``out``, staging directories and old report directories are removed. Call it
     only while no other run can be writing ``out`` (the CLI holds its lock)."""
-    out = Path(out)
+    out = Path(out).resolve()
     for leftover in out.parent.glob(f".{out.name}{STAGING_PREFIX}*"):
         if not leftover.is_dir():
             continue

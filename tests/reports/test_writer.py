@@ -195,3 +195,18 @@ def test_html_is_self_contained():
     (src,) = re.findall(r'src="([^"]+)"', page)
     assert src.startswith("data:image/png;base64,")
     assert "<script>" not in page  # raw HTML in the Markdown is escaped
+
+
+def test_a_report_into_the_current_folder_or_through_a_symlink(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "notes.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    write_report(link, {"v": 1}, markdown=_md("one"))
+    assert link.is_symlink() and json.loads((real / "report.json").read_text()) == {"v": 1}
+    monkeypatch.chdir(real)
+    write_report(".", {"v": 2}, markdown=_md("two"))
+    assert Path.cwd() == real.resolve() and json.loads(Path("report.json").read_text()) == {"v": 2}
+    assert (real / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
