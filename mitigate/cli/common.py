@@ -306,8 +306,8 @@ def release_out() -> None:
     while _claimed:
         folder, handle, created = _claimed.pop()
         handle.close()
-        if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # never mask the command's own outcome
+            if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
                 (folder / LOCK_FILE).unlink()
                 for made in created:  # deepest first; stops at the first one not empty
                     made.rmdir()

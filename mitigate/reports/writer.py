@@ -34,6 +34,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -108,11 +109,15 @@ def _publish(stage: Path, out: Path) -> None:
     names = _report_order(p.name for p in stage.iterdir() if p.is_file())
     write_json(stage / MANIFEST, {"files": names})
     if not out.exists():
+        _same_mode(stage, None)
         _move(stage, out)  # nothing to keep: one rename
         return
-    if Path.cwd().resolve().is_relative_to(out):  # the process works inside ``out``: an
-        _swap(stage, out, names)  # exchange would leave it in the old, removed directory
+    if not _EXCHANGE_PLATFORM or Path.cwd().resolve().is_relative_to(out):
+        # no exchange here; or the process works inside ``out``, and an exchange would leave
+        # it in the old directory, which is then removed
+        _swap(stage, out, names)
         return
+    _same_mode(stage, out)  # the folder keeps its permissions, not mkdtemp's 0700
     previous = {*read_manifest(out), MANIFEST, LOCK_FILE}
     write_json(stage / _STAGE_MARKER, {"report": names})
     carried: list[str] = []
@@ -130,6 +135,20 @@ def _publish(stage: Path, out: Path) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         (out / _STAGE_MARKER).unlink()
+
+
+_EXCHANGE_PLATFORM = sys.platform.startswith("linux") or sys.platform == "darwin"
+
+
+def _same_mode(stage: Path, out: Path | None) -> None:
+    """Give ``stage`` the permissions of ``out`` (or of a new folder when ``out`` is None)."""
+    if out is not None:
+        mode = stat.S_IMODE(out.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o777 & ~umask
+    os.chmod(stage, mode)
 
 
 def _report_order(names: Iterable[str]) -> list[str]:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -210,3 +212,14 @@ def test_a_report_into_the_current_folder_or_through_a_symlink(tmp_path, monkeyp
     assert Path.cwd() == real.resolve() and json.loads(Path("report.json").read_text()) == {"v": 2}
     assert (real / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_the_report_folder_keeps_its_permissions(tmp_path):
+    out = tmp_path / "run"
+    write_report(out, {"v": 1}, markdown=_md("one"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+    os.chmod(out, 0o750)
+    write_report(out, {"v": 2}, markdown=_md("two"))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
