@@ -28,12 +28,16 @@ __all__ = [
 _BATCH = 512
 
 
-def check_inputs(model: object, scheme: object, calibration: object, probe: object) -> None:
-    """Raise MitigateError unless the four arguments can be measured together."""
-    from mitigate.quantization import scheme_label
+def check_inputs(model: object, scheme: object, calibration: object, probe: object) -> Int8Static:
+    """The static int8 scheme (a name such as ``"int8:engine=qnnpack"``, as
+    :func:`~mitigate.quantize` takes, or an :class:`Int8Static`); MitigateError unless the
+    four arguments can be measured together."""
+    from mitigate.quantization import parse_scheme, scheme_label
 
     if not isinstance(model, nn.Module):
         raise MitigateError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(scheme, str):
+        scheme = parse_scheme(scheme)
     if not isinstance(scheme, Int8Static):
         got = scheme_label(scheme) if hasattr(scheme, "kind") else type(scheme).__name__
         raise MitigateError(
@@ -50,6 +54,7 @@ def check_inputs(model: object, scheme: object, calibration: object, probe: obje
             f"calibration inputs {list(calibration.shape[1:])} and probe inputs "  # type: ignore[union-attr]
             f"{list(probe.shape[1:])} have different shapes"  # type: ignore[union-attr]
         )
+    return scheme
 
 
 def weighted_layers(model: nn.Module, probe: Tensor) -> list[dict[str, Any]]:

@@ -162,7 +162,7 @@ def parse_share(text: str | float) -> float:
 
 def greedy_fallback(
     model: nn.Module,
-    scheme: Int8Static,
+    scheme: Int8Static | str,
     calibration: Tensor,
     probe: Tensor,
     *,
@@ -204,7 +204,7 @@ def greedy_fallback(
         >>> r.disagreements_after
         0
     """
-    check_inputs(model, scheme, calibration, probe)
+    scheme = check_inputs(model, scheme, calibration, probe)
     _check_limits(max_float_layers, max_float_params, target_disagreements)
     table = _layer_rows(model, scheme, probe)
     order = [r["name"] for r in table]
@@ -225,7 +225,7 @@ def greedy_fallback(
 
 def search_fallback(
     model: nn.Module,
-    scheme: Int8Static,
+    scheme: Int8Static | str,
     calibration: Tensor,
     probe: Tensor,
     *,
@@ -281,7 +281,7 @@ def search_fallback(
         >>> r.method, r.measured, r.disagreements_after <= r.disagreements_before
         ('exhaustive', 2, True)
     """
-    check_inputs(model, scheme, calibration, probe)
+    scheme = check_inputs(model, scheme, calibration, probe)
     _check_budget(max_float_params, max_float_macs, max_float_layers, exhaustive_up_to, beam_width)
     table = _layer_rows(model, scheme, probe)
     order = [r["name"] for r in table]

@@ -83,7 +83,9 @@ class LayerSensitivity:
         return dataclasses.asdict(self)
 
 
-def disagreements(model: nn.Module, scheme: Int8Static, calibration: Tensor, probe: Tensor) -> int:
+def disagreements(
+    model: nn.Module, scheme: Int8Static | str, calibration: Tensor, probe: Tensor
+) -> int:
     """How many ``probe`` inputs the model quantized with ``scheme`` labels unlike the model.
 
     Args:
@@ -99,13 +101,13 @@ def disagreements(model: nn.Module, scheme: Int8Static, calibration: Tensor, pro
         >>> disagreements(net, Int8Static(float_layers=("1",)), torch.rand(8, 4), torch.rand(5, 4))
         0
     """
-    check_inputs(model, scheme, calibration, probe)
+    scheme = check_inputs(model, scheme, calibration, probe)
     check_float_layers(scheme.float_layers, weighted_layers(model, probe))
     return count(model, scheme, calibration, probe, labels(model, probe))
 
 
 def unattributed_disagreements(
-    model: nn.Module, scheme: Int8Static, calibration: Tensor, probe: Tensor
+    model: nn.Module, scheme: Int8Static | str, calibration: Tensor, probe: Tensor
 ) -> int:
     """Probe disagreements with every module kept in float: what the functional ops torch
     still quantizes (``torch.flatten``, ``+``, ``cat``) cause on their own.
@@ -116,14 +118,14 @@ def unattributed_disagreements(
         calibration: ``float [N, ...]`` calibration inputs.
         probe: ``float [K, ...]`` inputs to count disagreements on.
     """
-    check_inputs(model, scheme, calibration, probe)
+    scheme = check_inputs(model, scheme, calibration, probe)
     everything = dataclasses.replace(scheme, float_layers=tuple(leaf_modules(model)))
     return count(model, everything, calibration, probe, labels(model, probe))
 
 
 def layer_sensitivity(
     model: nn.Module,
-    scheme: Int8Static,
+    scheme: Int8Static | str,
     calibration: Tensor,
     probe: Tensor,
     *,
@@ -161,7 +163,7 @@ def layer_sensitivity(
         >>> sorted(r.name for r in rows), rows[0].params + rows[1].params
         (['1', '3'], 67)
     """
-    check_inputs(model, scheme, calibration, probe)
+    scheme = check_inputs(model, scheme, calibration, probe)
     if mode not in MODES:
         raise unknown_choice("sensitivity mode", mode, MODES)
     table = weighted_layers(model, probe)

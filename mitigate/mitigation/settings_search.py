@@ -88,7 +88,7 @@ class SettingsResult:
 
 def search_settings(
     model: nn.Module,
-    base: Int8Static,
+    base: Int8Static | str,
     calibration: Tensor,
     probe: Tensor,
     *,
@@ -136,7 +136,7 @@ def search_settings(
         >>> len(r.table), r.best_disagreements <= r.base_disagreements
         (5, True)
     """
-    check_inputs(model, base, calibration, probe)
+    base = check_inputs(model, base, calibration, probe)
     if significance is not None and significance not in _Z:
         raise MitigateError(
             f"significance must be one of {', '.join(map(str, _Z))} or None, got {significance!r}"

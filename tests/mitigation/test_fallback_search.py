@@ -341,3 +341,31 @@ def test_bad_inputs_are_refused(healthy_mlp, calibration, probe):
         search_fallback(healthy_mlp, Int8Static(float_layers=("nope",)), calibration, probe)
     with pytest.raises(MitigateError, match="probe must be a non-empty float tensor"):
         search_fallback(healthy_mlp, Int8Static(), calibration, probe[:0])
+
+
+def test_public_functions_take_the_scheme_names_quantize_takes(broken_mlp, calibration, probe):
+    """One vocabulary: a scheme name works wherever an Int8Static does, with the same result."""
+    import mitigate
+    from mitigate.mitigation.sensitivity import disagreements
+
+    name = "int8:per_channel=false:observer=minmax"
+    parsed = Int8Static(per_channel=False, observer="minmax")
+    assert mitigate.parse_scheme(name) == parsed
+    by_name = mitigate.search_fallback(broken_mlp, name, calibration, probe, max_float_layers=1)
+    by_object = mitigate.search_fallback(broken_mlp, parsed, calibration, probe, max_float_layers=1)
+    assert by_name == by_object
+    greedy = mitigate.greedy_fallback(broken_mlp, name, calibration, probe, max_float_layers=1)
+    assert greedy.float_layers == mitigate.greedy_fallback(
+        broken_mlp, parsed, calibration, probe, max_float_layers=1
+    ).float_layers
+    assert disagreements(broken_mlp, name, calibration, probe) == disagreements(
+        broken_mlp, parsed, calibration, probe
+    )
+    rows = mitigate.layer_sensitivity(broken_mlp, name, calibration, probe)
+    assert rows == mitigate.layer_sensitivity(broken_mlp, parsed, calibration, probe)
+    settings = mitigate.search_settings(broken_mlp, name, calibration, probe, engines=["x86"])
+    assert settings.best == mitigate.search_settings(
+        broken_mlp, parsed, calibration, probe, engines=["x86"]
+    ).best
+    with pytest.raises(MitigateError, match="need a static int8 scheme .* got fp16"):
+        mitigate.greedy_fallback(broken_mlp, "fp16", calibration, probe, max_float_layers=1)
