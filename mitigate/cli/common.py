@@ -285,19 +285,9 @@ def _claim(folder: Path) -> None:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     _claimed.append((folder, handle, created))
-    _remove_leftovers(folder)
-
-
-def _remove_leftovers(folder: Path) -> None:
-    """What runs that were killed left: entries a publish had carried out of ``folder`` go
-    back, staging folders and temporary files go. Nobody else holds the folder, so nothing is
-    writing them."""
     from mitigate.reports.writer import recover
 
-    recover(folder)
-    for tmp in [*folder.glob(".*.tmp*"), *folder.glob("cells/*/.*.tmp*")]:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    recover(folder)  # what killed runs left; nobody else holds the folder now
 
 
 def release_out() -> None:

@@ -117,9 +117,11 @@ def deployment_cost(
         True
     """
     models = _check(fp_model, quantized, example, reference, repeats, calls)
-    if isinstance(per_input_repeats, bool) or not isinstance(per_input_repeats, int):
-        raise MitigateError(f"per_input_repeats must be an int >= 0, got {per_input_repeats!r}")
-    if per_input_repeats < 0:
+    if (
+        isinstance(per_input_repeats, bool)
+        or not isinstance(per_input_repeats, int)
+        or per_input_repeats < 0
+    ):
         raise MitigateError(f"per_input_repeats must be an int >= 0, got {per_input_repeats!r}")
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
@@ -132,8 +134,11 @@ def deployment_cost(
         if threads is not None:
             torch.set_num_threads(threads)
         times = _median_ms(models, [example], repeats, calls)
-        singles = list(example.split(1))
-        per_input = _median_ms(models, singles, per_input_repeats, 1) if per_input_repeats else {}
+        per_input = (
+            _median_ms(models, list(example.split(1)), per_input_repeats, 1)
+            if per_input_repeats
+            else {}
+        )
     finally:
         torch.set_num_threads(before)
     result = {

@@ -192,8 +192,9 @@ def _swap(stage: Path, out: Path, names: list[str]) -> None:
 
 def recover(out: str | Path) -> None:
     """Undo what killed runs left around ``out``: entries carried into a staging directory go
-    back into ``out``, staging directories and old report directories are removed. Call it
-    only while no other run can be writing ``out`` (the CLI holds its lock)."""
+    back into ``out``; staging directories, old report directories and temporary files of
+    writes cut short are removed. Call it only while no other run can be writing ``out``
+    (the CLI holds its lock)."""
     out = Path(out).resolve()
     for leftover in out.parent.glob(f".{out.name}{STAGING_PREFIX}*"):
         if not leftover.is_dir():
@@ -216,6 +217,10 @@ def recover(out: str | Path) -> None:
             shutil.rmtree(old_style, ignore_errors=True)
     with contextlib.suppress(OSError):
         (out / _STAGE_MARKER).unlink()
+    # temporary files of atomic writes (``mitigate.atomic``) cut short, here and in cells/
+    for tmp in [*out.glob(".*.tmp*"), *out.glob("cells/*/.*.tmp*")]:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def write_report(
