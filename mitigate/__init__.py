@@ -19,6 +19,8 @@ not import torch until a name is used.
 - The runs behind the CLI, one per command (``config -> result`` with ``.report``):
   :func:`evaluate`, :func:`score`, :func:`sensitivity`, :func:`retrain`, :func:`compare`,
   :func:`calibrate`, :func:`train`; :func:`load_config`, :class:`Config`, :class:`Session`.
+  They also run on your own model and data: ``mitigate.retrain(model=net,
+  data=mitigate.Data(train=..., pool=..., test=...), strategy="settings+fallback")``.
 
 Example:
     >>> import torch, mitigate
@@ -60,7 +62,9 @@ _EXPORTS = {
     # the runs behind the CLI: config -> result, one per command
     "Config": ".config",
     "load_config": ".config",
+    "Data": ".data.own",
     "MitigateError": ".errors",
+    "MitigateWarning": ".errors",
     "Session": ".runs.session",
     "evaluate": ".runs.evaluate",
     "score": ".runs.score",

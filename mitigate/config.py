@@ -48,6 +48,10 @@ class DataConfig:
     """Which dataset, where its files are, and how it is split (counts of inputs); for text,
     how texts become token ids."""
 
+    # A registry name ("digits", "mnist", ...; files in data_dir), "kind:PATH" ("npz:PATH",
+    # "imagefolder:PATH", "mnist:PATH", ...), or "pkg.module:function" returning a
+    # mitigate.Data (or a dict of its splits). The split sizes below cut a whole dataset;
+    # a function's splits are used as they are.
     dataset: str = "digits"
     data_dir: str = ""
     train: int = 700
@@ -65,11 +69,34 @@ class DataConfig:
     max_len: int = 32
     vocab_size: int = 20000
     min_freq: int = 2
+    # Image folders: resize every image to [H, W] (empty: keep the stored size) and convert to
+    # 1 (grey) or 3 (RGB) channels (0: keep the stored mode).
+    image_size: tuple[int, ...] = ()
+    channels: int = 0
+    # The normalization the model expects, per channel (or one value), applied to every batch
+    # after any shift; empty: the model takes pixels in [0, 1].
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The FP model: a zoo architecture, or your own (``factory``), trained on the configured
+    data unless ``weights`` are given."""
+
     arch: str = "lenet5"
+    # "pkg.module:callable" returning an nn.Module; replaces arch. It gets `kwargs` and, if its
+    # signature names them, the data's in_channels, image_size, input_shape and num_classes.
+    factory: str = ""
+    # A state dict for the model (safetensors, or a torch file read with weights_only=True):
+    # the model is used as it is, not trained.
+    weights: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """What reports call the model: the factory if there is one, else the architecture."""
+        return self.factory or self.arch
 
 
 @dataclass(frozen=True)
@@ -331,6 +358,9 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
+    elif origin is dict:  # [model] kwargs: a table of plain values, passed as given
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
     elif isinstance(hint, types.UnionType) or origin is typing.Union:
         # int | float (a budget): keep ints as counts, parse "100" / "0.05" from the CLI.
         if isinstance(value, (int, float)) and not isinstance(value, bool):

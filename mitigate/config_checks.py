@@ -9,6 +9,7 @@ batch size of 0, an empty list that would run nothing, a share above 1. Each fai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,20 @@ def check_config(config: Config, where: str) -> Config:
         ("data.test", c.data.test, _at_least(1), "an integer >= 1"),
         ("data.max_len", c.data.max_len, _at_least(1), "an integer >= 1"),
         ("data.min_freq", c.data.min_freq, _at_least(1), "an integer >= 1"),
+        ("data.channels", c.data.channels, lambda v: v in (0, 1, 3), "0 (as stored), 1 or 3"),
+        (
+            "data.image_size",
+            c.data.image_size,
+            lambda v: len(v) in (0, 1, 2) and all(1 <= n <= 65536 for n in v),
+            "[] or [H, W] (or one size for both) with sizes in 1..65536",
+        ),
+        (
+            "data.mean",
+            c.data.mean,
+            lambda v: len(v) == len(c.data.std) and all(math.isfinite(m) for m in v),
+            "as many finite numbers as data.std (one, or one per channel)",
+        ),
+        ("data.std", c.data.std, lambda v: all(_positive(s) for s in v), "numbers > 0"),
         ("shifts.families", c.shifts.families, bool, 'one or more family names, or ["all"]'),
         ("shifts.severities", c.shifts.severities, bool, "one or more of 1, 2, 3, 4, 5"),
         ("quantization.schemes", c.quantization.schemes, bool, "one or more scheme names"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MitigateError", "unknown_choice"]
+__all__ = ["MitigateError", "MitigateWarning", "first_line", "unknown_choice", "warn"]
 
 
 class MitigateError(ValueError):
@@ -11,6 +11,19 @@ class MitigateError(ValueError):
     Subclasses ``ValueError`` so library users can catch it the usual way; the CLI prints its
     message on one line and exits with code 2.
     """
+
+
+class MitigateWarning(UserWarning):
+    """Something a run did differently from what was asked, or left out, and carried on: a
+    shift family that cannot apply to the data, a split that was not given. The CLI prints
+    each as one ``warning:`` line."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`MitigateWarning` pointing at the caller's caller (the user's code)."""
+    import warnings
+
+    warnings.warn(message, MitigateWarning, stacklevel=3)
 
 
 def unknown_choice(kind: str, name: object, choices: object) -> MitigateError:
@@ -22,3 +35,15 @@ def unknown_choice(kind: str, name: object, choices: object) -> MitigateError:
     """
     valid = ", ".join(str(c) for c in choices)  # type: ignore[attr-defined]
     return MitigateError(f"unknown {kind} {name!r}; valid choices: {valid}")
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (at most 160 characters), for one-line errors
+    that quote a failure inside a user's code or file.
+
+    Example:
+        >>> first_line(RuntimeError("shape mismatch\\nlong details"))
+        'shape mismatch'
+    """
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else "no details"

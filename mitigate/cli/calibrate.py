@@ -13,6 +13,7 @@ import typer
 from mitigate.calibration.settings import ENGINES, GRANULARITIES, OBSERVERS, SAMPLINGS, SOURCES
 from mitigate.cli.common import (
     ConfigOption,
+    DataOption,
     FormatOption,
     JsonOption,
     ModelOption,
@@ -21,10 +22,12 @@ from mitigate.cli.common import (
     QuietOption,
     ReportFormat,
     SeedOption,
+    WeightsOption,
     cells_lines,
     check_out,
     emit_report,
     handle_errors,
+    model_and_data,
     split_list,
 )
 
@@ -94,6 +97,8 @@ def calibrate_command(
     ] = None,
     config: ConfigOption = None,
     model: ModelOption = None,
+    weights: WeightsOption = None,
+    data: DataOption = None,
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
@@ -116,6 +121,7 @@ def calibrate_command(
     from mitigate.runs.calibration import best_file, save_best
     from mitigate.runs.data import load_data
 
+    checkpoint, picked = model_and_data(model, weights, data)
     cfg = override(
         load_config(config),
         seed=seed,
@@ -132,6 +138,7 @@ def calibrate_command(
         calibration__seeds=seeds,
         calibration__scheme=scheme,
         calibration__combine=combine,
+        **picked,
     )
     out = check_out(out, Path("runs") / "calibrate")
     c = cfg.calibration
@@ -144,7 +151,9 @@ def calibrate_command(
                 label = f"{varied(row | {'setting': planned.setting.name})} seed {seed}"
                 advance(description=label + (" (cached)" if cached else ""))
 
-            result = calibrate(cfg, out, checkpoint=model, on_cell=on_cell, progress=ui.progress)
+            result = calibrate(
+                cfg, out, checkpoint=checkpoint, on_cell=on_cell, progress=ui.progress
+            )
         report = result.report
         ui.print(calibrate_table(report))
         for row in report["rows"]:

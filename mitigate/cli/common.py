@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TextIO, TypeVar
@@ -59,7 +60,9 @@ __all__ = [
     "ConfigOption",
     "FormatOption",
     "JsonOption",
+    "DataOption",
     "ModelOption",
+    "WeightsOption",
     "OutOption",
     "Output",
     "QuietOption",
@@ -76,6 +79,7 @@ __all__ = [
     "err_console",
     "fail",
     "handle_errors",
+    "model_and_data",
     "model_line",
     "split_list",
 ]
@@ -99,8 +103,29 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars (also off when not a terminal).")
 ]
 ModelOption = Annotated[
-    Path | None,
-    typer.Option("--model", "-m", help="FP checkpoint to use (default: the cached base model)."),
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="The FP model: a checkpoint file, a zoo name (lenet5, ...), or your own "
+        "pkg.module:factory returning an nn.Module (default: [model] of the config).",
+    ),
+]
+WeightsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="State dict for the model (safetensors, or a torch file read with "
+        "weights_only): the model is used as it is, not trained.",
+    ),
+]
+DataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="Dataset: a name (digits, mnist, ...), npz:PATH, imagefolder:PATH, or your own "
+        "pkg.module:function returning mitigate.Data (default: [data] of the config).",
+    ),
 ]
 JsonOption = Annotated[
     bool,
@@ -146,6 +171,37 @@ SchemeOption = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def model_and_data(
+    model: str | None, weights: str | None = None, data: str | None = None
+) -> tuple[Path | None, dict[str, Any]]:
+    """``--model``, ``--weights`` and ``--data`` as ``(checkpoint, config overrides)``: a
+    checkpoint file is passed to the run, a zoo name or ``pkg.module:factory`` and the
+    others go into the config.
+
+    Raises:
+        MitigateError: a ``--model`` that is none of these.
+    """
+    from mitigate.importing import is_callable_spec
+    from mitigate.models.registry import model_names
+
+    overrides: dict[str, Any] = {"model__weights": weights, "data__dataset": data}
+    if model is None:
+        return None, overrides
+    if Path(model).is_file():
+        return Path(model), overrides
+    if model in model_names():
+        return None, overrides | {"model__arch": model, "model__factory": ""}
+    if is_callable_spec(model):
+        return None, overrides | {"model__factory": model}
+    if Path(model).suffix or "/" in model or os.sep in model:
+        raise MitigateError(f"checkpoint file not found: {model}")
+    raise MitigateError(
+        f"unknown model {model!r}: give a checkpoint file, a zoo name ("
+        + ", ".join(model_names())
+        + ") or your own pkg.module:factory"
+    )
+
+
 # ---- errors -----------------------------------------------------------------------------------
 
 
@@ -176,6 +232,30 @@ def note_interrupts() -> None:
         signal.signal(signal.SIGINT, on_sigint)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A :class:`~mitigate.errors.MitigateWarning` as one ``warning:`` line on stderr; other
+    warnings as Python shows them."""
+    from rich.markup import escape
+
+    from mitigate.errors import MitigateWarning
+
+    if issubclass(category, MitigateWarning):
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(_one_line(str(message)))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def handle_errors(command: F) -> F:
     """The error boundary of a command.
 
@@ -189,7 +269,9 @@ def handle_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             try:
-                return command(*args, **kwargs)
+                with warnings.catch_warnings():
+                    warnings.showwarning = _show_warning
+                    return command(*args, **kwargs)
             finally:
                 release_out()
         except MitigateError as err:

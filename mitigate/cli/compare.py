@@ -9,6 +9,7 @@ import typer
 
 from mitigate.cli.common import (
     ConfigOption,
+    DataOption,
     FormatOption,
     JsonOption,
     ModelOption,
@@ -18,10 +19,12 @@ from mitigate.cli.common import (
     ReportFormat,
     SchemeOption,
     SeedOption,
+    WeightsOption,
     cells_lines,
     check_out,
     emit_report,
     handle_errors,
+    model_and_data,
     split_list,
 )
 
@@ -46,6 +49,8 @@ def compare_command(
     scheme: SchemeOption = None,
     config: ConfigOption = None,
     model: ModelOption = None,
+    weights: WeightsOption = None,
+    data: DataOption = None,
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
@@ -66,6 +71,7 @@ def compare_command(
     )
     from mitigate.runs.compare import compare, plan_cells
 
+    checkpoint, picked = model_and_data(model, weights, data)
     cfg = override(
         load_config(config),
         seed=seed,
@@ -74,6 +80,7 @@ def compare_command(
         compare__budgets=split_list(budgets),
         compare__seeds=seeds,
         retrain__scheme=scheme,
+        **picked,
     )
     out = check_out(out, Path("runs") / "compare")
     total = len(plan_cells(cfg))
@@ -84,7 +91,7 @@ def compare_command(
                 label = f"{cell.strategy} {cell.selector} {cell.budget or ''} seed {cell.seed}"
                 advance(description=label + (" (cached)" if cached else ""))
 
-            result = compare(cfg, out, checkpoint=model, on_cell=on_cell, progress=ui.progress)
+            result = compare(cfg, out, checkpoint=checkpoint, on_cell=on_cell, progress=ui.progress)
         report = result.report
         for table in compare_tables(report):
             ui.print(table)

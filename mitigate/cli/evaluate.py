@@ -10,6 +10,7 @@ import typer
 from mitigate.cli.calibrate import CalibrationOption
 from mitigate.cli.common import (
     ConfigOption,
+    DataOption,
     FormatOption,
     JsonOption,
     ModelOption,
@@ -19,9 +20,11 @@ from mitigate.cli.common import (
     ReportFormat,
     SchemesOption,
     SeedOption,
+    WeightsOption,
     check_out,
     emit_report,
     handle_errors,
+    model_and_data,
     model_line,
     split_list,
 )
@@ -33,6 +36,8 @@ __all__ = ["evaluate_command"]
 def evaluate_command(
     config: ConfigOption = None,
     model: ModelOption = None,
+    weights: WeightsOption = None,
+    data: DataOption = None,
     schemes: SchemesOption = None,
     shifts: Annotated[
         str | None, typer.Option("--shifts", help="Comma-separated shift families, or 'all'.")
@@ -52,6 +57,7 @@ def evaluate_command(
     from mitigate.reports.evaluate import evaluate_markdown, evaluate_plots, evaluate_tables
     from mitigate.runs.evaluate import evaluate
 
+    checkpoint, picked = model_and_data(model, weights, data)
     cfg = override(
         load_config(config),
         seed=seed,
@@ -59,11 +65,12 @@ def evaluate_command(
         shifts__families=split_list(shifts),
         shifts__severities=split_list(severities),
         calibration__preset=calibration,
+        **picked,
     )
     out = check_out(out, Path("runs") / "evaluate")
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.counter("scanning inputs") as count:
-            result = evaluate(cfg, checkpoint=model, progress=ui.progress, on_batch=count)
+            result = evaluate(cfg, checkpoint=checkpoint, progress=ui.progress, on_batch=count)
         report = result.report
         for table in evaluate_tables(report):
             ui.print(table)

@@ -10,6 +10,7 @@ import typer
 from mitigate.cli.calibrate import CalibrationOption
 from mitigate.cli.common import (
     ConfigOption,
+    DataOption,
     FormatOption,
     JsonOption,
     ModelOption,
@@ -19,9 +20,11 @@ from mitigate.cli.common import (
     ReportFormat,
     SchemeOption,
     SeedOption,
+    WeightsOption,
     check_out,
     emit_report,
     handle_errors,
+    model_and_data,
 )
 
 __all__ = ["retrain_command"]
@@ -104,6 +107,8 @@ def retrain_command(
     calibration: CalibrationOption = None,
     config: ConfigOption = None,
     model: ModelOption = None,
+    weights: WeightsOption = None,
+    data: DataOption = None,
     out: OutOption = None,
     seed: SeedOption = None,
     quiet: QuietOption = False,
@@ -117,6 +122,7 @@ def retrain_command(
     from mitigate.reports.retrain import headline, retrain_markdown, retrain_plots, retrain_tables
     from mitigate.runs.retrain import retrain
 
+    checkpoint, picked = model_and_data(model, weights, data)
     cfg = override(
         load_config(config),
         seed=seed,
@@ -132,10 +138,11 @@ def retrain_command(
         retrain__guard_catch=guard_catch,
         retrain__guard_rate=guard_rate,
         calibration__preset=calibration,
+        **picked,
     )
     out = check_out(out, Path("runs") / "retrain")
     with Output(quiet=quiet, as_json=as_json) as ui:
-        result = retrain(cfg, checkpoint=model, progress=ui.progress, scans=ui.counter)
+        result = retrain(cfg, checkpoint=checkpoint, progress=ui.progress, scans=ui.counter)
         report = result.report
         lines = headline(report)
         ui.print(lines[0])

@@ -9,6 +9,7 @@ import typer
 
 from mitigate.cli.common import (
     ConfigOption,
+    DataOption,
     FormatOption,
     JsonOption,
     ModelOption,
@@ -18,9 +19,11 @@ from mitigate.cli.common import (
     ReportFormat,
     SchemesOption,
     SeedOption,
+    WeightsOption,
     check_out,
     emit_report,
     handle_errors,
+    model_and_data,
     model_line,
     split_list,
 )
@@ -48,6 +51,8 @@ SPLIT_CHOICES = ("pool", "test")
 def score_command(
     config: ConfigOption = None,
     model: ModelOption = None,
+    weights: WeightsOption = None,
+    data: DataOption = None,
     schemes: SchemesOption = None,
     scores: Annotated[
         str | None,
@@ -86,18 +91,20 @@ def score_command(
     from mitigate.reports.score import score_markdown, score_plots, score_table, winner_lines
     from mitigate.runs.score import score
 
+    checkpoint, picked = model_and_data(model, weights, data)
     cfg = override(
         load_config(config),
         seed=seed,
         quantization__schemes=split_list(schemes),
         selection__budget=budget,
+        **picked,
     )
     out = check_out(out, Path("runs") / "score")
     with Output(quiet=quiet, as_json=as_json) as ui:
         with ui.counter("scanning inputs") as count:
             result = score(
                 cfg,
-                checkpoint=model,
+                checkpoint=checkpoint,
                 split=split,
                 protocol=protocol,
                 scores=split_list(scores),

@@ -9,6 +9,7 @@ import typer
 
 from mitigate.cli.common import (
     ConfigOption,
+    DataOption,
     FormatOption,
     JsonOption,
     ModelOption,
@@ -17,9 +18,11 @@ from mitigate.cli.common import (
     QuietOption,
     ReportFormat,
     SeedOption,
+    WeightsOption,
     check_out,
     emit_report,
     handle_errors,
+    model_and_data,
     model_line,
 )
 
@@ -33,6 +36,8 @@ __all__ = ["sensitivity_command"]
 def sensitivity_command(
     config: ConfigOption = None,
     model: ModelOption = None,
+    weights: WeightsOption = None,
+    data: DataOption = None,
     scheme: Annotated[
         str,
         typer.Option(
@@ -70,12 +75,13 @@ def sensitivity_command(
     )
     from mitigate.runs.sensitivity import sensitivity
 
-    cfg = override(load_config(config), seed=seed)
+    checkpoint, picked = model_and_data(model, weights, data)
+    cfg = override(load_config(config), seed=seed, **picked)
     out = check_out(out, Path("runs") / "sensitivity")
     with Output(quiet=quiet, as_json=as_json) as ui:
         result = sensitivity(
             cfg,
-            checkpoint=model,
+            checkpoint=checkpoint,
             scheme=scheme,
             probe_size=probe_size,
             selector=selector,

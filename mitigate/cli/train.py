@@ -9,6 +9,7 @@ import typer
 
 from mitigate.cli.common import (
     ConfigOption,
+    DataOption,
     JsonOption,
     OutOption,
     Output,
@@ -16,6 +17,7 @@ from mitigate.cli.common import (
     SeedOption,
     check_out,
     handle_errors,
+    model_and_data,
 )
 
 __all__ = ["METHOD_CHOICES", "train_command"]
@@ -30,8 +32,12 @@ METHOD_CHOICES = ("standard", "mixup", "adversarial", "qat", "distill")
 def train_command(
     config: ConfigOption = None,
     arch: Annotated[
-        str | None, typer.Option("--arch", help="Model architecture, e.g. lenet5.")
+        str | None,
+        typer.Option(
+            "--arch", "--model", help="Zoo architecture (lenet5, ...) or pkg.module:factory."
+        ),
     ] = None,
+    data: DataOption = None,
     method: Annotated[
         str | None,
         typer.Option(
@@ -50,15 +56,16 @@ def train_command(
     from mitigate.config import load_config, override
     from mitigate.runs.train import train
 
+    _, picked = model_and_data(arch, None, data)
     cfg = override(
-        load_config(config), seed=seed, model__arch=arch, train__method=method, train__epochs=epochs
+        load_config(config), seed=seed, train__method=method, train__epochs=epochs, **picked
     )
     folder = check_out(out, Path("runs") / "train")
     with Output(quiet=quiet, as_json=as_json) as ui:
         result = train(cfg, folder, progress=ui.progress)
         report = result.report
         ui.print(
-            f"{cfg.model.arch} ({cfg.train.method}, seed {cfg.seed}): clean test accuracy "
+            f"{cfg.model.name} ({cfg.train.method}, seed {cfg.seed}): clean test accuracy "
             f"{report['test_accuracy']:.2%}"
         )
         if report.get("qat_trained"):

@@ -44,6 +44,24 @@ class Data:
     def classes(self) -> tuple[str, ...]:
         return self.splits.train.classes
 
+    def digest(self, splits: tuple[str, ...] = ("train", "val"), chunk: int = 4096) -> str:
+        """A digest of the model inputs and labels of ``splits`` (by default what training
+        reads) and the class names: a cached model is keyed by it, so one trained on other
+        data (an edited file at the same path) is never reused."""
+        import hashlib
+
+        import torch
+
+        digest = hashlib.blake2b(repr(self.classes).encode(), digest_size=16)
+        for name in splits:
+            part = getattr(self.splits, name)
+            digest.update(f"{name}:{len(part)}".encode())
+            for start in range(0, len(part), chunk):
+                x = part.batch(torch.arange(start, min(start + chunk, len(part))))
+                digest.update(x.contiguous().numpy().tobytes())
+            digest.update(part.labels.numpy().tobytes())
+        return digest.hexdigest()
+
     @property
     def seen_families(self) -> list[str]:
         """Families allowed into the pool and calibration: all but the held-out ones."""

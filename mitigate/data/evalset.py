@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from mitigate.data.base import LabelledData
-from mitigate.data.shifts import SEVERITIES, shift_names
-from mitigate.errors import MitigateError, unknown_choice
+from mitigate.data.shifts import SEVERITIES, shift_names, shifts_for
+from mitigate.errors import MitigateError, unknown_choice, warn
 
 __all__ = ["Batch", "Group", "build_groups", "iter_batches", "resolve_families", "split_seed"]
 
@@ -77,17 +77,38 @@ def split_seed(seed: int, split: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(split.encode())) % (2**31)
 
 
-def resolve_families(families: Sequence[str], source: int | LabelledData) -> list[str]:
+def resolve_families(
+    families: Sequence[str], source: int | LabelledData, *, skip: bool = False
+) -> list[str]:
     """Expand ``["all"]`` and check names against the families that fit ``source``: a channel
-    count (image shifts) or a data set (its :meth:`~LabelledData.shift_names`)."""
+    count (image shifts) or a data set (its :meth:`~LabelledData.shift_names`).
+
+    ``["all"]`` on images leaves out the families that cannot apply to their size or channel
+    count, saying so once (a colour-only family on grey images goes without saying). A named
+    family that cannot apply is an error naming why, or with ``skip`` is left out silently.
+    """
     if isinstance(source, int):
         valid, kind = shift_names(source), f"shift for {source}-channel images"
+        skipped: dict[str, str] = {}
+    elif source.modality == "image":
+        valid, skipped = shifts_for(source.input_shape)
+        kind = "shift for these images"
     else:
-        valid = source.shift_names()
-        kind = "shift for text" if source.modality == "text" else "shift for these images"
+        valid, kind, skipped = source.shift_names(), "shift for text", {}
     if list(families) == ["all"]:
+        unusual = {n: why for n, why in skipped.items() if why != "needs 3 channels"}
+        if unusual:
+            c, h, w = source.input_shape  # type: ignore[union-attr]
+            warn(
+                f"{len(unusual)} shift families cannot apply to {c}x{h}x{w} images and are "
+                "skipped: " + "; ".join(f"{n} ({why})" for n, why in unusual.items())
+            )
         return valid
+    if skip:
+        return [name for name in dict.fromkeys(families) if name in valid]
     for name in families:
+        if name in skipped:
+            raise MitigateError(f"shift {name!r} cannot apply to these images: {skipped[name]}")
         if name not in valid:
             raise unknown_choice(kind, name, valid)
     return list(dict.fromkeys(families))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -24,6 +24,8 @@ class LabelledImages:
         classes: class names, index ``i`` names label ``i``.
         max_value: the stored pixel value that means 1.0 (16 for scikit-learn digits, 255 else).
         name: where the data came from, for reports (``"digits"``, ``"mnist/train"``).
+        mean, std: per-channel normalization the model expects (one value for all channels,
+            or one per channel), applied to every batch after any shift; empty: none.
     """
 
     images: Tensor
@@ -31,6 +33,8 @@ class LabelledImages:
     classes: tuple[str, ...]
     max_value: int = 255
     name: str = ""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     modality: ClassVar[str] = "image"
 
     def __len__(self) -> int:
@@ -48,30 +52,32 @@ class LabelledImages:
 
     def subset(self, index: Tensor) -> LabelledImages:
         """The images at ``index`` (``int64 [K]``), same classes and scale."""
-        return LabelledImages(
-            self.images[index], self.labels[index], self.classes, self.max_value, self.name
-        )
+        return replace(self, images=self.images[index], labels=self.labels[index])
 
     def float_batch(self, index: Tensor | slice) -> Tensor:
         """``float32 [B, C, H, W]`` in ``[0, 1]`` for the images at ``index``."""
         return self.images[index].to(torch.float32) / self.max_value
 
     def shift_names(self) -> list[str]:
-        """The image shift families that fit this data's channel count."""
-        from mitigate.data.shifts import shift_names
+        """The image shift families that fit this data's channel count and size."""
+        from mitigate.data.shifts import shifts_for
 
-        return shift_names(self.input_shape[0])
+        return shifts_for(self.input_shape)[0]
 
     def batch(
         self, index: Tensor | slice, shift: str | None = None, severity: int = 0, seed: int = 0
     ) -> Tensor:
         """``float32 [B, C, H, W]`` in ``[0, 1]`` for the images at ``index``, corrupted with
         :func:`mitigate.data.shifts.apply_shift` when ``shift`` is given (``index`` is also
-        what the shift hashes)."""
+        what the shift hashes), then normalized with ``mean`` and ``std`` if set."""
         x = self.float_batch(index)
-        if shift is None:
-            return x
-        from mitigate.data.base import as_index
-        from mitigate.data.shifts import apply_shift
+        if shift is not None:
+            from mitigate.data.base import as_index
+            from mitigate.data.shifts import apply_shift
 
-        return apply_shift(x, shift, severity, seed=seed, index=as_index(index, len(self)))
+            x = apply_shift(x, shift, severity, seed=seed, index=as_index(index, len(self)))
+        if self.mean:
+            shape = (1, -1, 1, 1) if len(self.mean) > 1 else (1,)
+            mean = torch.tensor(self.mean, dtype=x.dtype).view(shape)
+            x = (x - mean) / torch.tensor(self.std, dtype=x.dtype).view(shape)
+        return x

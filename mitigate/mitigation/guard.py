@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mitigate.errors import MitigateError
+from mitigate.errors import MitigateError, first_line
 from mitigate.models.checkpoint import read_torch_file, write_torch_file
 from mitigate.quantization import QuantizedModel, parse_scheme, quantize, scheme_label
 from mitigate.selectors.scores import _margin as margin_maths
@@ -581,18 +581,13 @@ def load_guard(path: str | os.PathLike[str], fp_model: nn.Module) -> GuardedMode
     except Exception as err:  # the file's shape or scheme does not fit this model
         raise MitigateError(
             f"{path}: cannot rebuild its {payload['scheme']} model from fp_model "
-            f"({type(err).__name__}: {_first_line(err)})"
+            f"({type(err).__name__}: {first_line(err)})"
         ) from None
     _load_into(path, "quantized", q, payload, "quantized")
     guard = GuardedModel(q, fp_model, payload["threshold"])
     guard.input_shape = tuple(payload["input_shape"])
     guard.input_dtype = _INPUT_DTYPES[payload["input_dtype"]]
     return guard
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:160] if text else "no details"
 
 
 def _load_into(path: Path, what: str, model: nn.Module, payload: dict[str, Any], key: str) -> None:
@@ -603,7 +598,7 @@ def _load_into(path: Path, what: str, model: nn.Module, payload: dict[str, Any],
     except Exception as err:
         raise MitigateError(
             f"{path}: its {what} weights do not fit the model passed in "
-            f"({type(err).__name__}: {_first_line(err)})"
+            f"({type(err).__name__}: {first_line(err)})"
         ) from None
 
 

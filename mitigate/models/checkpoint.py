@@ -44,7 +44,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "mitigate-checkpoint"
 CHECKPOINT_VERSION = 1
 _REQUIRED_META = ("arch", "input_shape", "num_classes")
-_SHOWN_KEYS = 3  # how many offending state-dict keys an error message names
 
 
 def save_checkpoint(
@@ -301,30 +300,17 @@ def _check_fits(
     path: Path, model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> None:
     """Name the first missing / unexpected / mis-shaped keys before torch's long message."""
-    expected = model.state_dict()
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-        if keys:
-            more = f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else ""
-            problems.append(f"{label}: {', '.join(keys[:_SHOWN_KEYS])}{more}")
+    from mitigate.models.factory import non_finite, some, state_problems
+
+    problems = state_problems(model, state)
     if problems:
         raise MitigateError(
             f"checkpoint {path} weights do not fit a {meta['arch']} for input "
             f"{meta['input_shape']} and {meta['num_classes']} classes; {'; '.join(problems)}"
         )
-    broken = [
-        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]
+    broken = non_finite(state)
     if broken:
-        more = f" (+{len(broken) - _SHOWN_KEYS} more)" if len(broken) > _SHOWN_KEYS else ""
         raise MitigateError(
-            f"checkpoint {path} holds NaN or infinite weights in "
-            f"{', '.join(broken[:_SHOWN_KEYS])}{more}; a model with them cannot be measured"
+            f"checkpoint {path} holds NaN or infinite weights in {some(broken)}; a model with "
+            "them cannot be measured"
         )

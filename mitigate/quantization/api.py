@@ -27,8 +27,9 @@ from mitigate.quantization.weight_only import quantize_weights
 
 __all__ = ["RECURRENT_SCHEMES", "QuantizedModel", "check_supported", "quantize"]
 
-#: The schemes that can quantize a model holding LSTM or GRU layers.
-RECURRENT_SCHEMES = ("int8-dynamic", "fp16", "bf16", "int4-weight")
+#: The schemes that can quantize a model holding LSTM or GRU layers: those that quantize
+#: layer by layer, with no graph to trace.
+RECURRENT_SCHEMES = static.UNTRACED_SCHEMES
 
 
 class QuantizedModel(nn.Module):
@@ -123,8 +124,13 @@ def quantize(
             model.train(was_training)
 
 
-def check_supported(model: nn.Module, scheme: Scheme | str) -> None:
+def check_supported(
+    model: nn.Module, scheme: Scheme | str, *, example: Tensor | None = None
+) -> None:
     """Raise a one-line :class:`MitigateError` when ``scheme`` cannot quantize ``model``.
+
+    With an ``example`` input, static int8 also traces the model (as quantizing will), so a
+    model with data-dependent control flow fails here, naming the module, before any work.
 
     Static int8 cannot quantize LSTM or GRU layers: torch.ao has no static quantized GRU,
     FX would leave it in float without a word, and its static LSTM path (swapping in
@@ -151,6 +157,9 @@ def check_supported(model: nn.Module, scheme: Scheme | str) -> None:
             f"static int8 cannot quantize recurrent layers ({kind} {recurrent[0]}); for "
             f"recurrent models use one of: {', '.join(RECURRENT_SCHEMES)}"
         )
+    if example is not None:
+        with torch.random.fork_rng():
+            static.prepare(model, scheme, example)
 
 
 def _quantize(

@@ -8,16 +8,26 @@ entry. Prepare and convert are separate, explicit steps (QAT trains in between).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from types import TracebackType
 
 import torch
 from torch import Tensor, nn
 
+from mitigate.errors import MitigateError, first_line
 from mitigate.quantization._quiet import quiet_backend
 from mitigate.quantization.schemes import Int8Static
 
-__all__ = ["calibrate", "convert", "prepare", "prepare_qat", "qconfig_mapping"]
+__all__ = [
+    "UNTRACED_SCHEMES",
+    "calibrate",
+    "convert",
+    "prepare",
+    "prepare_qat",
+    "qconfig_mapping",
+]
 
 
 def qconfig_mapping(scheme: Int8Static, *, qat: bool = False):  # -> QConfigMapping
@@ -69,10 +79,15 @@ def qconfig_mapping(scheme: Int8Static, *, qat: bool = False):  # -> QConfigMapp
 
 
 def prepare(model: nn.Module, scheme: Int8Static, example: Tensor) -> nn.Module:
-    """A deep copy of ``model`` in eval mode with observers inserted, ready to calibrate."""
+    """A deep copy of ``model`` in eval mode with observers inserted, ready to calibrate.
+
+    Raises:
+        MitigateError: FX cannot trace the model (naming the module and the schemes that
+            need no tracing).
+    """
     from torch.ao.quantization.quantize_fx import prepare_fx
 
-    with quiet_backend():
+    with quiet_backend(), _traceable(model):
         return prepare_fx(
             copy.deepcopy(model).eval(), qconfig_mapping(scheme), example_inputs=(example,)
         )
@@ -82,12 +97,48 @@ def prepare_qat(model: nn.Module, scheme: Int8Static, example: Tensor) -> nn.Mod
     """A deep copy of ``model`` in train mode with fake-quantize modules, ready to fine-tune."""
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
-    with quiet_backend():
+    with quiet_backend(), _traceable(model):
         return prepare_qat_fx(
             copy.deepcopy(model).train(),
             qconfig_mapping(scheme, qat=True),
             example_inputs=(example,),
         )
+
+
+# Schemes that quantize module by module, with no graph to trace.
+UNTRACED_SCHEMES = ("int8-dynamic", "fp16", "bf16", "int4-weight")
+
+
+@contextlib.contextmanager
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """Turn FX's failure to trace ``model`` (data-dependent control flow, an untraceable
+    call) into one line naming the innermost module whose ``forward`` failed."""
+    from torch.fx.proxy import TraceError
+
+    try:
+        yield
+    except (TraceError, NotImplementedError, TypeError) as err:
+        if not isinstance(err, TraceError) and "symbolically traced" not in str(err).lower():
+            raise
+        where = _failing_module(model, err.__traceback__)
+        raise MitigateError(
+            f"static int8 cannot trace {where}: {first_line(err)}; schemes that need no "
+            f"tracing: {', '.join(UNTRACED_SCHEMES)}"
+        ) from None
+
+
+def _failing_module(model: nn.Module, tb: TracebackType | None) -> str:
+    """``module 'name' (Class)`` for the innermost frame of ``tb`` that runs a ``forward`` of
+    one of ``model``'s modules (matched by class: tracing runs a copy)."""
+    names = {type(m): name for name, m in reversed(list(model.named_modules()))}
+    found = f"the model ({type(model).__name__})"
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and type(owner) in names:
+            name = names[type(owner)]
+            found = f"module {name!r} ({type(owner).__name__})" if name else found
+        tb = tb.tb_next
+    return found
 
 
 @torch.no_grad()

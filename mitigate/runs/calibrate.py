@@ -66,6 +66,7 @@ from mitigate.runs.calibration import (
     candidates_hold,
 )
 from mitigate.runs.cells import CellStore, run_cells
+from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import Report, RunResult, run_header
 from mitigate.runs.session import Session
 from mitigate.scanning import Predictions, scan
@@ -125,7 +126,7 @@ def check_sweep(config: Config) -> Setting:
     from mitigate.models import model_modality
     from mitigate.selectors import score_names
 
-    if model_modality(config.model.arch) == "text":
+    if not config.model.factory and model_modality(config.model.arch) == "text":
         # static int8 has no calibration for LSTM / GRU layers (they quantize dynamically)
         raise MitigateError(
             f"calibrate sweeps static int8 calibration, which does not apply to "
@@ -256,6 +257,7 @@ def _key(seed: int, setting: Setting) -> str:
     return f"seed{seed}__{setting.name}"
 
 
+@accepts_objects
 def calibrate(
     config: Config,
     out: str | Path,

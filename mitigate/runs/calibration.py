@@ -144,12 +144,10 @@ def calibration_candidates(data: Data) -> LabelledData:
     calibration, train = data.splits.calibration, data.splits.train
     if not (isinstance(calibration, LabelledImages) and isinstance(train, LabelledImages)):
         return calibration
-    return LabelledImages(
-        torch.cat([calibration.images, train.images]),
-        torch.cat([calibration.labels, train.labels]),
-        calibration.classes,
-        calibration.max_value,
-        calibration.name,
+    return replace(
+        calibration,
+        images=torch.cat([calibration.images, train.images]),
+        labels=torch.cat([calibration.labels, train.labels]),
     )
 
 
@@ -165,7 +163,7 @@ def calibration_families(config: Config, data: Data) -> list[str]:
     wanted = config.calibration.families
     if list(wanted) == ["all"]:
         return list(data.seen_families)
-    families = resolve_families(wanted, data.input_shape[0])
+    families = resolve_families(wanted, data.splits.train)
     held = [f for f in families if f in data.held_out]
     if held:
         raise MitigateError(
@@ -369,12 +367,11 @@ def baseline_setting(config: Config) -> Setting:
 
 def best_file(config: Config) -> Path:
     """Where ``best`` is saved for ``config``'s data, model, training and shifts."""
-    from mitigate.runs.base_model import cache_dir
+    from mitigate.runs.base_model import cache_dir, slug
 
     key = config_digest(config.data, config.model, config.train, config.shifts)
-    return (
-        cache_dir() / "calibration" / f"best-{config.data.dataset}-{config.model.arch}-{key}.json"
-    )
+    name = f"best-{slug(config.data.dataset)}-{slug(config.model.name)}-{key}.json"
+    return cache_dir() / "calibration" / name
 
 
 def save_best(config: Config, record: dict[str, Any], out: str | Path | None = None) -> list[Path]:
@@ -467,7 +464,7 @@ def best_record(config: Config, report: dict[str, Any]) -> dict[str, Any]:
         "seeds": report["seeds"],
         "for": {
             "dataset": config.data.dataset,
-            "arch": config.model.arch,
+            "arch": config.model.name,
             "digest": best_file(config).stem,
         },
         "default_calibration": report["baseline"],

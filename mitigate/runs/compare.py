@@ -23,6 +23,7 @@ from typing import Any
 from mitigate.config import Config, config_digest, config_to_dict
 from mitigate.errors import MitigateError
 from mitigate.runs.cells import CellStore, run_cells
+from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import Report, RunResult
 from mitigate.runs.retrain import Baseline
 from mitigate.selectors.pool import Selected
@@ -123,6 +124,7 @@ def _digest(config: Config) -> str:
     )
 
 
+@accepts_objects
 def compare(
     config: Config,
     out: str | Path,

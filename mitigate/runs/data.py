@@ -13,7 +13,7 @@ from mitigate.config import Config, DataConfig
 from mitigate.data.base import LabelledData
 from mitigate.data.dataset import Data
 from mitigate.data.evalset import Group, build_groups, split_seed
-from mitigate.errors import MitigateError
+from mitigate.errors import MitigateError, first_line, warn
 
 if TYPE_CHECKING:
     from mitigate.data.splits import Splits
@@ -23,19 +23,14 @@ __all__ = ["load_data", "measurement_groups", "pool_groups", "test_accuracy"]
 
 
 def load_data(config: Config) -> Data:
-    """Load the configured dataset and natural shifts, and split it with the config's seed."""
+    """Load the configured dataset and natural shifts, and split it with the config's seed
+    (a dataset function's or a given :class:`mitigate.Data`'s splits are used as they are)."""
     from mitigate.data.evalset import resolve_families
-    from mitigate.data.loaders import load_dataset
-    from mitigate.data.splits import SplitSizes, make_splits
 
     d = config.data
-    data, official_test = load_dataset(d.dataset, d.data_dir or None)
-    sizes = SplitSizes(
-        train=d.train, val=d.val, calibration=d.calibration, pool=d.pool, test=d.test
-    )
-    splits = make_splits(data, sizes, config.seed, test_data=official_test)
+    splits = _own_splits(d.dataset) or _split_whole(config)
     vocabulary = None
-    if data.modality == "text":
+    if splits.train.modality == "text":
         splits, vocabulary = _bind_vocabulary(splits, d)
     if d.natural_size < 0:
         raise MitigateError(f"data.natural_size must be >= 0 (0 = all), got {d.natural_size}")
@@ -47,13 +42,97 @@ def load_data(config: Config) -> Data:
             keep = torch.randperm(len(natural), generator=generator)[: d.natural_size]
             natural = natural.subset(keep.sort().values)
         naturals[spec] = natural
+    if d.mean:
+        splits, naturals = _normalized(splits, naturals, d)
     families = resolve_families(config.shifts.families, splits.train)
     held_out = (
-        tuple(resolve_families(config.shifts.held_out, splits.train))
+        tuple(resolve_families(config.shifts.held_out, splits.train, skip=True))
         if config.shifts.held_out
         else ()
     )
     return Data(splits, naturals, families, held_out)
+
+
+def _split_whole(config: Config) -> Splits:
+    """A whole dataset (a name, ``kind:PATH`` or an image folder) cut into the five splits."""
+    from mitigate.data.imagefolder import load_imagefolder
+    from mitigate.data.loaders import DATASETS, load_dataset
+    from mitigate.data.splits import SplitSizes, make_splits
+
+    d = config.data
+    kind, _, path = d.dataset.partition(":")
+    if kind == "imagefolder":
+        size = tuple(d.image_size) * (2 if len(d.image_size) == 1 else 1)
+        data, official_test = load_imagefolder(
+            path or d.data_dir or ".", image_size=size or None, channels=d.channels
+        )
+    elif path and kind in DATASETS:
+        data, official_test = load_dataset(kind, path)
+    else:
+        data, official_test = load_dataset(d.dataset, d.data_dir or None)
+    sizes = SplitSizes(
+        train=d.train, val=d.val, calibration=d.calibration, pool=d.pool, test=d.test
+    )
+    return make_splits(data, sizes, config.seed, test_data=official_test)
+
+
+def _own_splits(spec: str) -> Splits | None:
+    """The splits of a given :class:`mitigate.Data` (``object:...``) or of the one a dataset
+    function (``pkg.module:function``) returns; ``None`` for any other dataset spec."""
+    from mitigate.data.loaders import DATASETS
+    from mitigate.data.own import OWN_SPLITS, own_splits
+    from mitigate.data.own import Data as OwnData
+    from mitigate.data.splits import Splits
+    from mitigate.importing import is_callable_spec, resolve_callable
+    from mitigate.runs.objects import given, is_given
+
+    kind = spec.partition(":")[0]
+    if is_given(spec):
+        own = given(spec, "dataset")
+    elif kind not in (*DATASETS, "imagefolder") and is_callable_spec(spec):
+        function = resolve_callable(spec, "dataset function")
+        try:
+            own = function()
+        except Exception as err:  # the user's function failed
+            raise MitigateError(
+                f"dataset function {spec} raised {type(err).__name__}: {first_line(err)}"
+            ) from None
+        if isinstance(own, dict) and set(own) <= {*OWN_SPLITS, "classes"}:
+            own = OwnData(**{"test": None, **own})  # no test: own_splits names the problem
+        if not isinstance(own, OwnData):
+            raise MitigateError(
+                f"dataset function {spec} returned a {type(own).__name__}; it must return "
+                "mitigate.Data or a dict with keys train, val, calibration, pool, test"
+            )
+    else:
+        return None
+    parts, notes = own_splits(own)
+    for note in notes:
+        warn(note)
+    return Splits(**parts, indices={name: torch.arange(len(p)) for name, p in parts.items()})
+
+
+def _normalized(
+    splits: Splits, naturals: dict[str, LabelledData], d: DataConfig
+) -> tuple[Splits, dict[str, LabelledData]]:
+    """Every split and natural shift with ``[data] mean`` and ``std`` applied to its batches."""
+    from mitigate.data.images import LabelledImages
+    from mitigate.data.splits import SPLIT_NAMES
+
+    channels = splits.test.input_shape[0]
+    if not isinstance(splits.test, LabelledImages):
+        raise MitigateError("data.mean and data.std normalize images; this dataset holds text")
+    if len(d.mean) not in (1, channels):
+        raise MitigateError(
+            f"data.mean and data.std need one value or one per channel ({channels}), got "
+            f"{len(d.mean)}"
+        )
+
+    def norm(images: LabelledData) -> LabelledData:
+        return replace(images, mean=tuple(d.mean), std=tuple(d.std))
+
+    parts = {name: norm(getattr(splits, name)) for name in SPLIT_NAMES}
+    return replace(splits, **parts), {k: norm(v) for k, v in naturals.items()}
 
 
 def _bind_vocabulary(splits: Splits, d: DataConfig) -> tuple[Splits, Vocabulary]:

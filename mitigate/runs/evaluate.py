@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mitigate.config import Config
 from mitigate.quantization.api import QuantizedModel
+from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import PredictionsResult, Report, run_header
 from mitigate.runs.session import Session
 
@@ -22,6 +23,7 @@ class EvaluateResult(PredictionsResult):
     every scheme's labels)."""
 
 
+@accepts_objects
 def evaluate(
     config: Config,
     *,

@@ -26,6 +26,7 @@ from mitigate.mitigation.context import State, StrategySettings
 from mitigate.mitigation.guard import GuardedModel
 from mitigate.quantization.api import QuantizedModel
 from mitigate.quantization.schemes import Scheme
+from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import PredictionsResult, Report, run_header
 from mitigate.runs.session import Session
 from mitigate.scanning import Predictions
@@ -242,6 +243,7 @@ def warnings(accounting: Report, cost: Report) -> list[str]:
     return lines
 
 
+@accepts_objects
 def retrain(
     config: Config,
     *,

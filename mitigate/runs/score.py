@@ -27,6 +27,7 @@ from mitigate.config import Config
 from mitigate.counting import family_of
 from mitigate.data.evalset import iter_batches
 from mitigate.errors import MitigateError, unknown_choice
+from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import PredictionsResult, Report, run_header
 from mitigate.runs.session import Session
 from mitigate.scanning import Predictions, scan, score_key
@@ -46,6 +47,7 @@ class ScoreResult(PredictionsResult):
     """The report and the scan it was computed from (every score kept per input)."""
 
 
+@accepts_objects
 def score(
     config: Config,
     *,

@@ -14,6 +14,7 @@ from mitigate.config import Config
 from mitigate.data.dataset import Data
 from mitigate.errors import MitigateError
 from mitigate.quantization.schemes import Int8Static
+from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import RunResult, run_header
 
 __all__ = ["PROBE_SIZE", "SensitivityResult", "sensitivity"]
@@ -31,6 +32,7 @@ class SensitivityResult(RunResult):
     """The report: the probe, the all-int8 and every-module-in-float counts, ranked layers."""
 
 
+@accepts_objects
 def sensitivity(
     config: Config,
     *,

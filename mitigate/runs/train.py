@@ -29,16 +29,15 @@ def train(config: Config, out: str | Path, *, progress: bool = False) -> TrainRe
     Raises:
         MitigateError: an invalid training setting (checked before loading any data).
     """
-    from mitigate.models import save_checkpoint
     from mitigate.quantization import scheme_label
-    from mitigate.runs.base_model import model_meta, train_model
+    from mitigate.runs.base_model import model_meta, save_model, slug, train_model
     from mitigate.runs.data import load_data, test_accuracy
     from mitigate.trainers import check_train_config
 
     check_train_config(config.train)
     data = load_data(config)
     trained = train_model(config, data, progress=progress)
-    path = Path(out) / f"{config.model.arch}-{config.train.method}-seed{config.seed}.pt"
+    path = Path(out) / f"{slug(config.model.name)}-{config.train.method}-seed{config.seed}.pt"
     meta = model_meta(config, data) | {"test_accuracy": test_accuracy(trained.model, data)}
     if trained.prepared is not None and trained.scheme is not None:
         # The checkpoint holds the float weights taken out of the QAT model.
@@ -47,5 +46,5 @@ def train(config: Config, out: str | Path, *, progress: bool = False) -> TrainRe
             "qat_scheme": scheme_label(trained.scheme),
             "qat_test_accuracy": test_accuracy(trained.quantized(), data),
         }
-    save_checkpoint(path, trained.model, meta)
+    save_model(path, trained.model, config, meta)
     return TrainResult({"checkpoint": str(path), **meta}, path)

@@ -27,6 +27,7 @@ from mitigate.data.shifts.registry import (
     apply_shift,
     describe_shift,
     shift_names,
+    shifts_for,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "apply_shift",
     "describe_shift",
     "shift_names",
+    "shifts_for",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "apply_shift",
     "describe_shift",
     "shift_names",
+    "shifts_for",
 ]
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -73,6 +74,29 @@ def shift_names(channels: int | None = None) -> list[str]:
         return list(SHIFTS)
     _check_channels(channels)
     return [name for name, family in SHIFTS.items() if channels in family.channels]
+
+
+def shifts_for(shape: tuple[int, ...]) -> tuple[list[str], dict[str, str]]:
+    """The families that apply to images of ``shape`` ``(C, H, W)``, and for every other
+    family the reason it does not (its channel counts, or the smallest size).
+
+    Example:
+        >>> names, skipped = shifts_for((1, 28, 28))
+        >>> "saturate" in names, skipped["saturate"]
+        (False, 'needs 3 channels')
+        >>> len(shifts_for((3, 4, 4))[0])
+        0
+    """
+    channels, height, width = shape
+    names, skipped = [], {}
+    for name, family in SHIFTS.items():
+        if channels not in family.channels:
+            skipped[name] = f"needs {' or '.join(map(str, family.channels))} channels"
+        elif height < MIN_SIZE or width < MIN_SIZE:
+            skipped[name] = f"needs images of at least {MIN_SIZE}x{MIN_SIZE}"
+        else:
+            names.append(name)
+    return names, skipped
 
 
 def _family(name: object) -> ShiftFamily:
