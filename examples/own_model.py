@@ -55,7 +55,7 @@ def data() -> mitigate.Data:
     )
 
 
-def train(model: nn.Module, splits: mitigate.Data, epochs: int = 30) -> nn.Module:
+def train(model: nn.Module, splits: mitigate.Data, epochs: int = 15) -> nn.Module:
     """Your own training loop: mitigate never needs to train the model it is given."""
     torch.manual_seed(0)
     x, y = splits.train
@@ -71,7 +71,10 @@ def train(model: nn.Module, splits: mitigate.Data, epochs: int = 30) -> nn.Modul
 def main() -> None:
     splits = data()
     net = train(build(), splits)
-    shifts = {"shifts__families": ["gaussian-noise", "contrast", "defocus-blur", "rotate", "fog"]}
+    shifts = {
+        "shifts__families": ["gaussian-noise", "contrast", "defocus-blur", "rotate", "fog"],
+        "shifts__severities": [2, 4],
+    }
 
     measured = mitigate.evaluate(model=net, data=splits, schemes=["int8", "fp16"], **shifts)
     total = measured.report["totals"]["all"]

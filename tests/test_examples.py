@@ -66,7 +66,22 @@ def test_lightning_trainer_prints_the_monitored_rate_and_a_growing_training_set(
     assert lines[-1] == f"mined {100 * len(epochs)} pool digits in {len(epochs)} rounds"
 
 
-@pytest.mark.parametrize("name", ["plain_pytorch.py", "lightning_trainer.py"])
+def test_own_model_evaluates_then_retrains_and_prints_the_accounting(capsys):
+    lines = run_example("own_model.py", capsys)
+    measured = [re.fullmatch(r"(\S+): (\d+) disagreements in (\d+) inputs", x) for x in lines[:2]]
+    assert [m.group(1) for m in measured] == ["int8", "fp16"], lines
+    match = re.fullmatch(
+        r"settings\+fallback: (\d+) -> (\d+) disagreements \((\d+) removed, (\d+) introduced, "
+        r"churn 0\)",
+        lines[-1],
+    )
+    assert match, lines[-1]
+    before, after, removed, introduced = map(int, match.groups())
+    assert before == int(measured[0].group(2))  # retrain's q0 is evaluate's int8 model
+    assert before - removed + introduced == after
+
+
+@pytest.mark.parametrize("name", ["plain_pytorch.py", "lightning_trainer.py", "own_model.py"])
 def test_examples_stay_short(name):
     code = [
         line

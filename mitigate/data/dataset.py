@@ -23,12 +23,15 @@ class Data:
         naturals: natural-shift data sets measured beside the test split, by name.
         families: synthetic shift families measured on the test split.
         held_out: families kept out of the pool and calibration (measured only).
+        fixed_splits: the splits were given as they are (a dataset function, a
+            :class:`mitigate.Data`), not cut to the config's sizes.
     """
 
     splits: Splits
     naturals: dict[str, LabelledData]
     families: list[str]
     held_out: tuple[str, ...] = ()
+    fixed_splits: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -72,14 +72,19 @@ def calibration_inputs(config: Config, data: Data, *, model: nn.Module | None = 
                 "calibration sampling", q.calibration_sampling, CALIBRATION_SAMPLING
             )
         most = calibration_candidate_count(data)
-        if not 1 <= q.calibration_size <= most:
+        # Splits given as they are: calibrate on what they hold, up to calibration_size.
+        size = min(q.calibration_size, most) if data.fixed_splits else q.calibration_size
+        if most == 0:
             raise MitigateError(
-                f"calibration_size {q.calibration_size} must be between 1 and {most}, what the "
+                "static int8 needs calibration inputs, and the data has no calibration or "
+                "training split to draw them from"
+            )
+        if not 1 <= size <= most:
+            raise MitigateError(
+                f"calibration_size {size} must be between 1 and {most}, what the "
                 f"calibration and training splits hold (data.calibration + data.train)"
             )
-        setting = Setting(
-            source=q.calibration_source, size=q.calibration_size, sampling=q.calibration_sampling
-        )
+        setting = Setting(source=q.calibration_source, size=size, sampling=q.calibration_sampling)
     return calibration_set(config, data, setting, model=model)
 
 

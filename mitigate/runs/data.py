@@ -28,7 +28,8 @@ def load_data(config: Config) -> Data:
     from mitigate.data.evalset import resolve_families
 
     d = config.data
-    splits = _own_splits(d.dataset) or _split_whole(config)
+    own = _own_splits(d.dataset)
+    splits = own or _split_whole(config)
     vocabulary = None
     if splits.train.modality == "text":
         splits, vocabulary = _bind_vocabulary(splits, d)
@@ -50,7 +51,7 @@ def load_data(config: Config) -> Data:
         if config.shifts.held_out
         else ()
     )
-    return Data(splits, naturals, families, held_out)
+    return Data(splits, naturals, families, held_out, fixed_splits=own is not None)
 
 
 def _split_whole(config: Config) -> Splits:

@@ -31,6 +31,11 @@ CASES = [
     (["retrain"], "[retrain]\nguard_catch = 0", "'retrain.guard_catch' in {config} must be a"),
     (["retrain"], "[retrain]\nmax_float_params = 2", "must be a share in [0, 1]"),
     (["evaluate", "--schemes", "int4-weight:group_size=-4"], None, "takes an integer >= 0"),
+    (["evaluate", "--model", "lenet6"], None, "unknown model 'lenet6': give a checkpoint file"),
+    (["evaluate"], "[data]\nchannels = 2", "'data.channels' in {config} must be 0 (as stored)"),
+    (["evaluate"], "[data]\nmean = [0.5]", "must be as many finite numbers as data.std"),
+    (["evaluate"], "[data]\nmean = [0.5]\nstd = [0]", "'data.std' in {config} must be numbers"),
+    (["evaluate"], "[model]\nkwargs = 3", "'model.kwargs' in {config} must be dict"),
 ]
 
 
