@@ -4,6 +4,7 @@ example's ``SmallCNN``, trained once on the tiny config's digits and then reused
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -14,41 +15,15 @@ from mitigate.cli.app import app
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 MODEL = ["--model", "examples.own_model:build"]
+# One small run of each command (calibrate: a two-setting grid).
 COMMANDS = [
-    ["evaluate"],
-    ["score"],
-    ["sensitivity", "--scheme", "int8"],
-    ["retrain", "--strategy", "settings+fallback", "--budget", "20"],
-    [
-        "compare",
-        "--strategies",
-        "fallback",
-        "--selectors",
-        "margin",
-        "--budgets",
-        "20",
-        "--seeds",
-        "1",
-    ],
-    [
-        "calibrate",
-        "--sources",
-        "clean",
-        "--sizes",
-        "16",
-        "--samplings",
-        "random",
-        "--augmentations",
-        "0",
-        "--observers",
-        "minmax",
-        "--granularities",
-        "per-channel",
-        "--engines",
-        "x86",
-        "--extra",
-        "",
-    ],
+    "evaluate",
+    "score",
+    "sensitivity --scheme int8",
+    "retrain --strategy settings+fallback --budget 20",
+    "compare --strategies fallback --selectors margin --budgets 20 --seeds 1",
+    "calibrate --sources clean --sizes 16 --samplings random --augmentations 0 --observers "
+    "minmax --granularities per-channel --engines x86 --extra '' --seeds 1",
 ]
 
 
@@ -84,10 +59,11 @@ def test_train_writes_the_factory_models_weights_that_weights_reads_back(
     }
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.split()[0])
 def test_every_command_runs_on_the_examples_model(in_repo, tiny_config, tmp_path, command):
-    out = tmp_path / command[0]
-    result = runner.invoke(app, [*command, "-c", str(tiny_config), *MODEL, "-o", str(out), "-q"])
+    args = shlex.split(command)
+    out = tmp_path / args[0]
+    result = runner.invoke(app, [*args, "-c", str(tiny_config), *MODEL, "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["model"]["factory"] == "examples.own_model:build"

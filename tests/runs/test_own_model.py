@@ -18,20 +18,8 @@ from mitigate.errors import MitigateError, MitigateWarning
 from mitigate.models import build_model, save_checkpoint
 from mitigate.runs.data import load_data
 
-# Small splits of digits, two shifts (one held out), and the two cheapest schemes.
-SMALL = dict(
-    data__train=200,
-    data__val=0,
-    data__calibration=50,
-    data__pool=100,
-    data__test=100,
-    train__epochs=2,
-    shifts__families=["gaussian-noise", "rotate"],
-    shifts__severities=[3],
-    shifts__held_out=["rotate"],
-    quantization__schemes=["int8", "int8-dynamic"],
-    quantization__calibration_size=50,
-)
+# The two cheapest schemes of the four these tests need.
+SCHEMES = {"quantization__schemes": ["int8", "int8-dynamic"]}
 _modules = itertools.count()
 
 FACTORIES = """
@@ -90,15 +78,19 @@ def factories(tmp_path, monkeypatch) -> str:
     sys.modules.pop(name, None)
 
 
-def small(**extra) -> Config:
-    return override(Config(), **(SMALL | extra))
+@pytest.fixture
+def small(tiny_retrain):
+    """``small(**extra)``: the tiny digits setup, with ``extra`` overrides."""
+    return lambda **extra: override(Config(), **(tiny_retrain | SCHEMES | extra))
 
 
 def counts(report: dict) -> tuple:
     return report["totals"], [(g["name"], g["disagreements"]) for g in report["groups"]]
 
 
-def test_a_factory_with_weights_reports_what_the_same_zoo_checkpoint_reports(factories, tmp_path):
+def test_a_factory_with_weights_reports_what_the_same_zoo_checkpoint_reports(
+    factories, tmp_path, small
+):
     from safetensors.torch import save_file
 
     torch.manual_seed(3)
@@ -115,7 +107,7 @@ def test_a_factory_with_weights_reports_what_the_same_zoo_checkpoint_reports(fac
         assert own["model"]["source"] == "weights" and own["model"]["arch"].endswith(":lenet1")
 
 
-def test_a_model_object_reports_what_its_checkpoint_reports_and_is_left_untouched(tmp_path):
+def test_a_model_object_reports_what_its_checkpoint_reports_and_is_left_untouched(tmp_path, small):
     torch.manual_seed(4)
     model = build_model("lenet1", in_channels=1, image_size=(8, 8), num_classes=10).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -129,7 +121,7 @@ def test_a_model_object_reports_what_its_checkpoint_reports_and_is_left_untouche
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_data_objects_run_with_their_own_splits_and_say_what_was_left_out():
+def test_data_objects_run_with_their_own_splits_and_say_what_was_left_out(small, tiny_retrain):
     digits = load_data(small())
     test, pool = digits.splits.test, digits.splits.pool
     x, y = test.batch(slice(None)), test.labels
@@ -137,7 +129,7 @@ def test_data_objects_run_with_their_own_splits_and_say_what_was_left_out():
     model = build_model("lenet1", in_channels=1, image_size=(8, 8), num_classes=10)
     data = mitigate.Data(test=(x, y), calibration=(x[:20], y[:20]), classes=test.classes)
     with pytest.warns(MitigateWarning) as caught:
-        report = mitigate.evaluate(model=model, data=data, **SMALL).report
+        report = mitigate.evaluate(model=model, data=data, **tiny_retrain, **SCHEMES).report
     said = " ".join(str(w.message) for w in caught)
     assert "no pool split" in said and "no train split" in said
     assert report["totals"]["clean"]["n"] == len(x)
@@ -175,7 +167,7 @@ def test_settings_by_name_and_their_errors():
     ],
 )
 def test_a_model_that_does_not_fit_the_data_fails_before_any_training(
-    factories, factory, words, monkeypatch
+    factories, factory, words, monkeypatch, small
 ):
     from mitigate.runs import base_model
 
@@ -188,7 +180,7 @@ def test_a_model_that_does_not_fit_the_data_fails_before_any_training(
 
 
 def test_a_model_fx_cannot_trace_fails_static_int8_naming_the_module_and_runs_dynamic(
-    factories,
+    factories, small
 ):
     gated = __import__(factories).gated()
     with pytest.raises(MitigateError, match=r"cannot trace module 'block' \(Gate\).*int8-dynamic"):
@@ -197,7 +189,7 @@ def test_a_model_fx_cannot_trace_fails_static_int8_naming_the_module_and_runs_dy
     assert set(report.report["schemes"]) == {"int8-dynamic", "fp16"}
 
 
-def test_weights_that_do_not_fit_or_hold_nan_are_refused_in_one_line(factories, tmp_path):
+def test_weights_that_do_not_fit_or_hold_nan_are_refused_in_one_line(factories, tmp_path, small):
     model = build_model("lenet1", in_channels=1, image_size=(8, 8), num_classes=10)
     state = model.state_dict()
     torch.save({k: v for k, v in state.items() if "conv2" not in k}, tmp_path / "partial.pt")
@@ -266,7 +258,7 @@ def test_an_image_folder_is_resized_and_converted_when_asked(tmp_path):
         load_imagefolder(tmp_path / "f" / "a")
 
 
-def test_declared_normalization_is_applied_after_the_shift():
+def test_declared_normalization_is_applied_after_the_shift(small):
     plain = load_data(small())
     normal = load_data(small(data__mean=[0.5], data__std=[0.25]))
     index = torch.arange(8)
@@ -306,7 +298,7 @@ def test_families_that_cannot_apply_are_skipped_with_one_warning():
         assert "saturate" not in resolve_families(["all"], grey)
 
 
-def test_a_dataset_function_gives_its_splits(tmp_path, monkeypatch):
+def test_a_dataset_function_gives_its_splits(tmp_path, monkeypatch, small):
     name = f"user_data_{next(_modules)}"
     (tmp_path / f"{name}.py").write_text(
         "import torch\n"
