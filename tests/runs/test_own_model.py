@@ -319,3 +319,24 @@ def test_a_dataset_function_gives_its_splits(tmp_path, monkeypatch, small):
         load_data(small(data__dataset=f"{name}:broken"))
     with pytest.raises(MitigateError, match="no module named 'no_such_module'"):
         load_data(small(data__dataset="no_such_module:splits"))
+
+
+def test_compare_on_objects_resumes_for_the_same_model_and_never_mixes_another(small, tmp_path):
+    torch.manual_seed(6)
+    model = build_model("lenet1", in_channels=1, image_size=(8, 8), num_classes=10)
+    other = build_model("lenet1", in_channels=1, image_size=(8, 8), num_classes=10)
+    config = small(
+        compare__strategies=["fallback"],
+        compare__selectors=["margin"],
+        compare__budgets=[20],
+        compare__seeds=1,
+    )
+
+    def run(net) -> list[bool]:
+        cached = []
+        mitigate.compare(config, tmp_path, model=net, on_cell=lambda _, hit: cached.append(hit))
+        return cached
+
+    assert run(model) == [False]
+    assert run(model) == [True]  # the same weights: the finished cell is reused
+    assert run(other) == [False]  # other weights: a cell of their own
