@@ -14,6 +14,7 @@ from mitigate.errors import MitigateError
 from mitigate.quantization import static
 from mitigate.quantization._quiet import quiet_backend
 from mitigate.quantization.schemes import (
+    ORT_SCHEMES,
     BFloat16,
     Float16,
     Int4Weight,
@@ -171,6 +172,11 @@ def _quantize(
         return QuantizedModel(copy.deepcopy(model).eval().to(dtype), scheme, dtype)
     if isinstance(scheme, Int4Weight):
         return QuantizedModel(quantize_weights(model, scheme), scheme, torch.float32)
+    if isinstance(scheme, ORT_SCHEMES):
+        from mitigate.quantization.ort.build import build
+
+        batches = _batches(calibration, batch_size, scheme_label(scheme))
+        return QuantizedModel(build(model, scheme, batches), scheme, torch.float32)
     raise MitigateError(f"not a quantization scheme: {scheme!r}")
 
 
@@ -180,17 +186,24 @@ def _static(
     calibration: Tensor | Iterable[Tensor] | None,
     batch_size: int,
 ) -> nn.Module:
-    if calibration is None:
-        raise MitigateError("static int8 needs calibration inputs; pass calibration=...")
-    batches = list(
-        calibration.split(batch_size) if isinstance(calibration, Tensor) else calibration
-    )
-    if not batches or batches[0].shape[0] == 0:
-        raise MitigateError("static int8 needs at least one calibration input; got none")
+    batches = _batches(calibration, batch_size, "static int8")
     _check_layer_names(model, scheme.float_layers)
     prepared = static.prepare(model, scheme, batches[0][:1])
     static.calibrate(prepared, batches)
     return static.convert(prepared, scheme.engine)
+
+
+def _batches(
+    calibration: Tensor | Iterable[Tensor] | None, batch_size: int, what: str
+) -> list[Tensor]:
+    if calibration is None:
+        raise MitigateError(f"{what} needs calibration inputs; pass calibration=...")
+    batches = list(
+        calibration.split(batch_size) if isinstance(calibration, Tensor) else calibration
+    )
+    if not batches or batches[0].shape[0] == 0:
+        raise MitigateError(f"{what} needs at least one calibration input; got none")
+    return batches
 
 
 def _dynamic(model: nn.Module, scheme: Int8Dynamic) -> nn.Module:

@@ -355,17 +355,21 @@ def test_public_functions_take_the_scheme_names_quantize_takes(broken_mlp, calib
     by_object = mitigate.search_fallback(broken_mlp, parsed, calibration, probe, max_float_layers=1)
     assert by_name == by_object
     greedy = mitigate.greedy_fallback(broken_mlp, name, calibration, probe, max_float_layers=1)
-    assert greedy.float_layers == mitigate.greedy_fallback(
-        broken_mlp, parsed, calibration, probe, max_float_layers=1
-    ).float_layers
+    assert (
+        greedy.float_layers
+        == mitigate.greedy_fallback(
+            broken_mlp, parsed, calibration, probe, max_float_layers=1
+        ).float_layers
+    )
     assert disagreements(broken_mlp, name, calibration, probe) == disagreements(
         broken_mlp, parsed, calibration, probe
     )
     rows = mitigate.layer_sensitivity(broken_mlp, name, calibration, probe)
     assert rows == mitigate.layer_sensitivity(broken_mlp, parsed, calibration, probe)
     settings = mitigate.search_settings(broken_mlp, name, calibration, probe, engines=["x86"])
-    assert settings.best == mitigate.search_settings(
-        broken_mlp, parsed, calibration, probe, engines=["x86"]
-    ).best
+    assert (
+        settings.best
+        == mitigate.search_settings(broken_mlp, parsed, calibration, probe, engines=["x86"]).best
+    )
     with pytest.raises(MitigateError, match="need a static int8 scheme .* got fp16"):
         mitigate.greedy_fallback(broken_mlp, "fp16", calibration, probe, max_float_layers=1)
