@@ -15,6 +15,7 @@ from mitigate.cli.common import (
     ModelOption,
     OutOption,
     Output,
+    QuantizedOption,
     QuietOption,
     ReportFormat,
     SchemesOption,
@@ -24,6 +25,7 @@ from mitigate.cli.common import (
     handle_errors,
     model_line,
     split_list,
+    with_quantized,
 )
 
 __all__ = ["evaluate_command"]
@@ -34,6 +36,7 @@ def evaluate_command(
     config: ConfigOption = None,
     model: ModelOption = None,
     schemes: SchemesOption = None,
+    quantized: QuantizedOption = None,
     shifts: Annotated[
         str | None, typer.Option("--shifts", help="Comma-separated shift families, or 'all'.")
     ] = None,
@@ -55,7 +58,7 @@ def evaluate_command(
     cfg = override(
         load_config(config),
         seed=seed,
-        quantization__schemes=split_list(schemes),
+        quantization__schemes=with_quantized(split_list(schemes), quantized),
         shifts__families=split_list(shifts),
         shifts__severities=split_list(severities),
         calibration__preset=calibration,

@@ -14,6 +14,7 @@ from mitigate.cli.common import (
     ModelOption,
     OutOption,
     Output,
+    QuantizedOption,
     QuietOption,
     ReportFormat,
     SchemesOption,
@@ -23,6 +24,7 @@ from mitigate.cli.common import (
     handle_errors,
     model_line,
     split_list,
+    with_quantized,
 )
 
 __all__ = ["score_command"]
@@ -49,6 +51,7 @@ def score_command(
     config: ConfigOption = None,
     model: ModelOption = None,
     schemes: SchemesOption = None,
+    quantized: QuantizedOption = None,
     scores: Annotated[
         str | None,
         typer.Option(
@@ -89,7 +92,7 @@ def score_command(
     cfg = override(
         load_config(config),
         seed=seed,
-        quantization__schemes=split_list(schemes),
+        quantization__schemes=with_quantized(split_list(schemes), quantized),
         selection__budget=budget,
     )
     out = check_out(out, Path("runs") / "score")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from mitigate.quantization.schemes import (
     Int4Weight,
     Int8Dynamic,
     Int8Static,
+    OnnxFile,
     Scheme,
     parse_scheme,
     scheme_label,
@@ -143,6 +145,13 @@ def check_supported(model: nn.Module, scheme: Scheme | str) -> None:
     """
     if isinstance(scheme, str):
         scheme = parse_scheme(scheme)
+    if isinstance(scheme, ORT_SCHEMES):  # fail before any training: extra missing, no file
+        from mitigate.quantization.ort._require import require
+
+        require("onnxruntime", scheme=scheme_label(scheme))
+        if isinstance(scheme, OnnxFile) and not os.path.isfile(scheme.path):
+            raise MitigateError(f"no ONNX file {scheme.path!r} to use as the quantized model")
+        return
     if not isinstance(scheme, Int8Static):
         return
     recurrent = [name for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]

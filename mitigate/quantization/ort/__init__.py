@@ -16,6 +16,7 @@ _EXPORTS = {
     "clear_export_cache": ".export",
     "export_onnx": ".export",
     "module_nodes": ".export",
+    "ort_sessions": ".runtime",
     "require": "._require",
 }
 __all__ = sorted(_EXPORTS)

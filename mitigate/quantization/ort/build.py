@@ -11,7 +11,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -72,14 +72,20 @@ def build(
     if isinstance(scheme, OrtInt8Dynamic):
         data = _dynamic(fp_bytes, scheme)
     else:
-        nodes = excluded_nodes(fp_bytes, scheme.float_layers, fused_into(model))
+        nodes = excluded_nodes(
+            fp_bytes, scheme.float_layers, fused_into(model), modules=_module_names(model)
+        )
         info["excluded_nodes"] = nodes
         data = _static(fp_bytes, scheme, batches, nodes)
     return OrtModule(data, **options, info=info)
 
 
 def excluded_nodes(
-    model_bytes: bytes, names: Sequence[str], fused: Mapping[str, str] | None = None
+    model_bytes: bytes,
+    names: Sequence[str],
+    fused: Mapping[str, str] | None = None,
+    *,
+    modules: Collection[str] = (),
 ) -> list[str]:
     """ONNX node names to keep in float for ``names``: a node name as is, a module name as every
     node exported from it (and its children), in graph order.
@@ -89,8 +95,11 @@ def excluded_nodes(
         names: module or node names.
         fused: conv module -> the batch norm module the exporter folded it into (the folded
             node keeps only the norm's name; :func:`fused_into`).
+        modules: the torch model's module names: one that left no node of its own (a folded
+            norm, a dropout) has nothing to keep in float.
     """
     fused = fused or {}
+    folded = set(fused.values())
     onnx = require("onnx")
     graph = onnx.load_from_string(model_bytes).graph
     graph_nodes = [n.name for n in graph.node]
@@ -98,12 +107,16 @@ def excluded_nodes(
     scopes = module_nodes(model_bytes)
     chosen: set[str] = set()
     for name in names:
+        if name in folded:
+            continue  # its conv carries it: kept in float only with the conv
         if name in graph_nodes:
             chosen.add(name)
         elif name in scopes:
             chosen.update(scopes[name])
         elif fused.get(name) in scopes:
             chosen.update(n for n in scopes[fused[name]] if n in weighted)
+        elif name in modules and not any(m.startswith(name + ".") for m in scopes):
+            continue  # exported to no node (dropout, identity)
         else:
             owners = [m for m in scopes if weighted & set(scopes[m])]
             layers = [m for m in owners if not any(o.startswith(m + ".") for o in owners)]
@@ -139,6 +152,10 @@ def fused_into(model: nn.Module) -> dict[str, str]:
         ):
             pairs[str(source.target)] = str(node.target)
     return pairs
+
+
+def _module_names(model: nn.Module) -> set[str]:
+    return {name for name, _ in model.named_modules() if name}
 
 
 def _read(path: str) -> bytes:

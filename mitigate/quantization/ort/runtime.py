@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from mitigate.errors import MitigateError
 from mitigate.quantization.ort._require import require
 
-__all__ = ["OrtModule"]
+__all__ = ["OrtModule", "ort_sessions"]
 
 _LEVELS = {
     "all": "ORT_ENABLE_ALL",
@@ -149,3 +150,14 @@ class OrtModule(nn.Module):
         except Exception as err:  # ORT raises its own Fail/InvalidGraph types
             line = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
             raise MitigateError(f"ONNX Runtime cannot load the model: {line}") from None
+
+
+def ort_sessions(models: Mapping[str, nn.Module]) -> dict[str, dict[str, Any]]:
+    """Label -> :meth:`OrtModule.describe` for every model ORT runs (a quantized copy, or a
+    wrapper such as a guard around one); the others are left out."""
+    found = {}
+    for label, model in models.items():
+        ort_module = next((m for m in model.modules() if isinstance(m, OrtModule)), None)
+        if ort_module is not None:
+            found[label] = ort_module.describe()
+    return found
