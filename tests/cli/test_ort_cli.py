@@ -144,3 +144,29 @@ def test_without_the_extra_ort_scheme_exits_2_with_the_install_command(tiny_conf
     text = (done.stdout + done.stderr).strip()
     assert "Traceback" not in text and len(text.splitlines()) == 1
     assert "pip install 'mitigate[onnx]'" in text
+
+
+def test_compare_runs_ort_int8_strategies(tiny_config_file, tmp_path):
+    out = tmp_path / "c"
+    _run(
+        "compare",
+        "-c",
+        str(tiny_config_file),
+        "--scheme",
+        "ort-int8",
+        "--strategies",
+        "none,fallback",
+        "--seeds",
+        "1",
+        "-o",
+        str(out),
+    )
+    report = read_json(out / "report.json")
+    assert report["scheme"] == "ort-int8"
+    assert {row["strategy"] for row in report["rows"]} == {"none", "fallback"}
+
+
+def test_calibrate_says_where_ort_settings_are_searched(tiny_config_file):
+    result = runner.invoke(app, ["calibrate", "-c", str(tiny_config_file), "--scheme", "ort-int8"])
+    assert result.exit_code == 2
+    assert "retrain --scheme ort-int8 --strategy settings" in result.output

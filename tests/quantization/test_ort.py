@@ -111,6 +111,24 @@ def test_export_is_cached_by_weights(trained_tiny, digits_xy):
     assert export_onnx(changed, x[:8]) is not first
 
 
+def test_export_is_reused_from_disk_by_the_next_process(trained_tiny, digits_xy, monkeypatch):
+    from mitigate.quantization.ort import export as export_module
+
+    x, _ = digits_xy
+    first = export_onnx(trained_tiny, x[:8])
+    assert (export_module.export_dir() / f"{export_key(trained_tiny, x[:8])}.onnx").is_file()
+    clear_export_cache()  # as a new process starts: nothing in memory
+
+    def no_export(*args):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export_module, "_export", no_export)
+    assert export_onnx(trained_tiny, x[:8]) == first
+    clear_export_cache(disk=True)
+    with pytest.raises(AssertionError, match="exported again"):
+        export_onnx(trained_tiny, x[:8])
+
+
 def test_unexportable_model_names_the_operator():
     @torch.library.custom_op("mitigate_test::no_onnx", mutates_args=())
     def no_onnx(x: torch.Tensor) -> torch.Tensor:

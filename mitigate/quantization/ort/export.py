@@ -2,7 +2,10 @@
 
 ``torch.onnx.export(..., dynamo=True)`` (the legacy TorchScript exporter is deprecated) with a
 dynamic batch dimension, one file (no external data). A model torch cannot export fails with
-one line naming the operator.
+one line naming the operator. Exports are kept in memory (a fallback search re-quantizes one
+FP model dozens of times) and on disk beside the base models
+(``$MITIGATE_CACHE_DIR/onnx``, default ``~/.cache/mitigate/onnx``), so the next command
+reuses them.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import contextlib
 import copy
 import hashlib
 import logging
+import os
 import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +28,14 @@ from torch import Tensor, nn
 from mitigate.errors import MitigateError
 from mitigate.quantization.ort._require import require
 
-__all__ = ["OPSET", "clear_export_cache", "export_onnx", "export_key", "module_nodes"]
+__all__ = [
+    "OPSET",
+    "clear_export_cache",
+    "export_dir",
+    "export_key",
+    "export_onnx",
+    "module_nodes",
+]
 
 #: The ONNX opset the exporter targets (ORT 1.20+ runs it; its quantizer needs >= 13).
 OPSET = 20
@@ -35,10 +47,11 @@ _cache: OrderedDict[str, bytes] = OrderedDict()
 
 def export_key(model: nn.Module, example: Tensor, opset: int = OPSET) -> str:
     """The cache key: the model's class and structure, every weight and buffer's bytes, the
-    input's per-example shape and dtype, and the export options."""
+    input's per-example shape and dtype, the export options and torch's version."""
     h = hashlib.sha256()
     h.update(f"{type(model).__module__}.{type(model).__qualname__}|{model!r}".encode())
     h.update(f"|{tuple(example.shape[1:])}|{example.dtype}|opset{opset}|dynamo".encode())
+    h.update(f"|torch {torch.__version__}".encode())  # the exporter's output changes with it
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous().reshape(-1)
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -67,16 +80,47 @@ def export_onnx(model: nn.Module, example: Tensor, *, opset: int = OPSET) -> byt
         return _cache[key]
     require("onnxscript")  # the dynamo exporter's ONNX op library
     require("onnx")
-    data = _export(copy.deepcopy(model).eval().cpu(), _batch_of_two(example), opset)
+    path = export_dir() / f"{key}.onnx"
+    data = _read_cached(path)
+    if data is None:
+        data = _export(copy.deepcopy(model).eval().cpu(), _batch_of_two(example), opset)
+        _write_cached(path, data)
     _cache[key] = data
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return data
 
 
-def clear_export_cache() -> None:
-    """Forget every cached export (tests; a long process that changes many models)."""
+def clear_export_cache(*, disk: bool = False) -> None:
+    """Forget every export held in memory (and, with ``disk``, those in :func:`export_dir`)."""
     _cache.clear()
+    if disk and export_dir().is_dir():
+        for path in export_dir().glob("*.onnx"):
+            path.unlink(missing_ok=True)
+
+
+def export_dir() -> Path:
+    """Where exports are cached: ``$MITIGATE_CACHE_DIR/onnx`` or ``~/.cache/mitigate/onnx``."""
+    root = os.environ.get("MITIGATE_CACHE_DIR") or Path.home() / ".cache" / "mitigate"
+    return Path(root) / "onnx"
+
+
+def _read_cached(path: Path) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data or None  # an empty file is no export
+
+
+def _write_cached(path: Path, data: bytes) -> None:
+    from mitigate.atomic import write_bytes
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, data)  # atomic: a reader never sees half a model
+    except OSError:
+        pass  # a read-only cache costs a re-export next time, nothing else
 
 
 def module_nodes(model_bytes: bytes) -> dict[str, list[str]]:
