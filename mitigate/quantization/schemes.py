@@ -123,7 +123,8 @@ class OrtInt8:
         reduce_range: 7-bit weights (ORT's guard for CPUs without VNNI).
         float_layers: module names (``classifier.fc1``) or ONNX node names kept in float;
             spelled ``exclude=a+b`` in a scheme name.
-        threads: ORT intra-op threads (0: ORT's default).
+        threads: ORT intra-op threads (0: torch's intra-op thread count at each call, so
+            timings beside torch models compare like for like).
         optimization: ORT graph optimization level, one of ``ORT_OPTIMIZATIONS``.
     """
 
@@ -295,8 +296,8 @@ def _parse_value(scheme: str, key: str, raw: str) -> object:
     if key == "threads":
         if not raw.isdigit():
             raise MitigateError(
-                f"option threads of scheme {scheme!r} takes an integer >= 0 (0: ONNX Runtime's "
-                f"default), got {raw!r}"
+                f"option threads of scheme {scheme!r} takes an integer >= 0 (0: as many as torch "
+                f"uses), got {raw!r}"
             )
         return int(raw)
     if key == "group_size":

@@ -114,7 +114,7 @@ def _ort_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             if export
             else "user file"
         )
-        threads = str(info["threads"] or "default")
+        threads = str(info["threads"])
         rows.append([label, info["version"], threads, info["optimization"], agrees])
     return header, rows
 

@@ -161,6 +161,10 @@ def test_user_onnx_file_is_the_quantized_side(trained_tiny, digits_xy, tmp_path)
     assert torch.equal(q(x), built(x))  # the same file, the same session options
     with pytest.raises(MitigateError, match="no ONNX file"):
         quantize(trained_tiny, str(tmp_path / "missing.onnx"), x[:64])
+    other = nn.Sequential(nn.Flatten(), nn.Linear(10, 3)).eval()
+    (tmp_path / "other.onnx").write_bytes(export_onnx(other, torch.rand(2, 10)))
+    with pytest.raises(MitigateError, match="does not take the FP model's inputs"):
+        quantize(trained_tiny, str(tmp_path / "other.onnx"), x[:64])
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(MitigateError, match="ONNX Runtime cannot load"):
         quantize(trained_tiny, str(tmp_path / "bad.onnx"), x[:64])
@@ -185,6 +189,21 @@ def test_session_options_are_recorded(trained_tiny, digits_xy):
     described = q.inner.describe()
     assert described["threads"] == 1 and described["optimization"] == "extended"
     assert described["runtime"] == "onnxruntime" and described["version"]
+
+
+def test_default_threads_follow_torch(trained_tiny, digits_xy):
+    x, _ = digits_xy
+    q = quantize(trained_tiny, "ort-int8", x[:64])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = q(x)
+        assert q.inner.intra_op_threads == 1
+        assert q.inner.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)
+    assert q.inner.intra_op_threads == before
+    assert torch.equal(q(x), one)  # the same integer kernels whatever the thread count
 
 
 @pytest.mark.parametrize(

@@ -58,17 +58,21 @@ def build(
     label = scheme_label(scheme)
     require("onnxruntime", scheme=label)
     options = {"threads": scheme.threads, "optimization": scheme.optimization}
-    if isinstance(scheme, OnnxFile):
-        return OrtModule(_read(scheme.path), **options, info={"source": scheme.path})
     if not batches or len(batches[0]) == 0:
-        raise MitigateError(f"scheme {label!r} needs example inputs to export the model; got none")
+        raise MitigateError(f"scheme {label!r} needs example inputs; got none")
+    if isinstance(scheme, OnnxFile):
+        shipped = OrtModule(_read(scheme.path), **options, info={"source": scheme.path})
+        _check_fits(model, shipped, batches[0][:2], scheme.path)
+        return shipped
     fp_bytes = export_onnx(model, batches[0])
     # ort-fp32 checks the export on every input; the int8 schemes on one batch (they are built
     # many times over in a fallback search)
     checked = batches if isinstance(scheme, OrtFloat32) else batches[:1]
-    info: dict[str, Any] = {"export": _agreement(model, OrtModule(fp_bytes, **options), checked)}
+    exported = OrtModule(fp_bytes, **options)
+    info: dict[str, Any] = {"export": _agreement(model, exported, checked)}
     if isinstance(scheme, OrtFloat32):
-        return OrtModule(fp_bytes, **options, info=info)
+        exported.info = info
+        return exported
     if isinstance(scheme, OrtInt8Dynamic):
         data = _dynamic(fp_bytes, scheme)
     else:
@@ -163,6 +167,27 @@ def _read(path: str) -> bytes:
         raise MitigateError(f"no ONNX file {path!r} to use as the quantized model")
     with open(path, "rb") as f:
         return f.read()
+
+
+@torch.no_grad()
+def _check_fits(model: nn.Module, shipped: OrtModule, x: Tensor, path: str) -> None:
+    """A user's file must take the FP model's inputs and give logits of its shape."""
+    was_training = model.training
+    try:
+        expected = tuple(model.eval()(x).shape)
+    finally:
+        model.train(was_training)
+    try:
+        got = tuple(shipped(x).shape)
+    except Exception as err:  # ORT's InvalidArgument / Fail: wrong rank, dtype, size
+        line = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise MitigateError(
+            f"{path} does not take the FP model's inputs {list(x.shape[1:])}: {line}"
+        ) from None
+    if got != expected:
+        raise MitigateError(
+            f"{path} gives outputs of shape {list(got)} where the FP model gives {list(expected)}"
+        )
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ class OrtModule(nn.Module):
     Args:
         model_bytes: the ``ModelProto`` bytes; one input ``[B, ...]``, first output
             ``[B, classes]``.
-        threads: intra-op threads (0: ORT's default).
+        threads: intra-op threads; 0 follows torch's (``torch.get_num_threads()`` at each
+            call), so ORT and torch models timed side by side use the same number.
         optimization: graph optimization level (``all``, ``extended``, ``basic``, ``disable``);
             measure at the level you deploy: ``all`` fuses QDQ pairs into integer kernels.
         info: what built it (export check, calibration...), copied into reports.
@@ -63,7 +64,7 @@ class OrtModule(nn.Module):
         self.threads = threads
         self.optimization = optimization
         self.info = dict(info or {})
-        self._session: Any = None
+        self._sessions: dict[int, Any] = {}  # by thread count: torch's may change between calls
         self.session  # fail here, on a model ORT cannot load, not at the first batch  # noqa: B018
 
     @property
@@ -76,7 +77,7 @@ class OrtModule(nn.Module):
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, _LEVELS[self.optimization]
         )
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = self.intra_op_threads
         options.log_severity_level = 3  # errors only: ORT warns about every fused model saved
         if optimized_path:
             options.optimized_model_filepath = optimized_path
@@ -85,9 +86,15 @@ class OrtModule(nn.Module):
     @property
     def session(self) -> Any:
         """The ``InferenceSession`` (built on first use, rebuilt after ``load_state_dict``)."""
-        if self._session is None:
-            self._session = self._open(self.model_bytes, self.session_options())
-        return self._session
+        threads = self.intra_op_threads
+        if threads not in self._sessions:
+            self._sessions[threads] = self._open(self.model_bytes, self.session_options())
+        return self._sessions[threads]
+
+    @property
+    def intra_op_threads(self) -> int:
+        """The threads ORT runs with now: :attr:`threads`, or torch's when that is 0."""
+        return self.threads or torch.get_num_threads()
 
     def forward(self, x: Tensor) -> Tensor:
         session = self.session
@@ -116,7 +123,7 @@ class OrtModule(nn.Module):
             "runtime": "onnxruntime",
             "version": ort.__version__,
             "provider": "CPUExecutionProvider",
-            "threads": self.threads,
+            "threads": self.threads or "torch's",
             "optimization": self.optimization,
             **self.info,
         }
@@ -126,7 +133,7 @@ class OrtModule(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_session"] = None  # an InferenceSession neither pickles nor deep-copies
+        state["_sessions"] = {}  # an InferenceSession neither pickles nor deep-copies
         return state
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
@@ -134,7 +141,7 @@ class OrtModule(nn.Module):
         key = prefix + "onnx_model"
         if key in state_dict:
             self.onnx_model = state_dict[key].detach().clone().to(torch.uint8)
-            self._session = None
+            self._sessions = {}
             state_dict = {k: v for k, v in state_dict.items() if k != key}
             state_dict[key] = self.onnx_model
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
