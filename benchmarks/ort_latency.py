@@ -8,6 +8,7 @@ printed figures are medians of per-round ratios, with wall and process CPU time,
 absolute timings on a shared machine are noise. Both runtimes get the same thread count.
 
 Run: .venv/bin/python benchmarks/ort_latency.py [--rounds 30] [--batch 64] [--threads 1]
+[--config another.toml]
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="inputs per call (1: one input)")
     parser.add_argument("--calls", type=int, default=20, help="calls per model per round")
     parser.add_argument("--threads", type=int, default=1, help="threads for both runtimes")
+    parser.add_argument("--config", default=None, help="a config other than the default")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    session = Session.open(load_config(None), schemes=["int8"])
+    session = Session.open(load_config(args.config), schemes=["int8"])
     fp = session.model.eval()
     calibration = session.calibration
     models = {"fp (torch)": fp}
@@ -75,7 +77,8 @@ def main() -> None:
 
     print(machine_line(describe_machine()))
     print(
-        f"default model ({session.config.model.arch}), batch {args.batch}, "
+        f"{'default' if args.config is None else args.config} model "
+        f"({session.config.model.arch}), batch {args.batch}, "
         f"{args.threads} thread(s), {args.rounds} rounds x {args.calls} calls"
     )
     print(f"{'model':<12} {'median ms/call':>15} {'cpu ms/call':>12}")
