@@ -250,3 +250,17 @@ def test_ort_module_is_a_plain_module(trained_tiny, digits_xy):
     module = OrtModule(export_onnx(trained_tiny, x[:2]))
     assert module.train().training is False
     assert torch.allclose(module(x[:5]), trained_tiny(x[:5]), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_text_models_take_token_ids_in_ort(arch):
+    from mitigate.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, vocab_size=50, seq_len=8, num_classes=3).eval()
+    ids = torch.randint(0, 50, (40, 8))
+    fp32 = quantize(model, "ort-fp32", ids)
+    assert torch.equal(fp32(ids).argmax(1), model(ids).argmax(1))
+    assert fp32.inner.info["export"]["agrees_with_torch"]
+    dynamic = quantize(model, "ort-int8-dynamic", ids)
+    assert dynamic(ids).shape == (40, 3)
