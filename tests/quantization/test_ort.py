@@ -264,3 +264,13 @@ def test_text_models_take_token_ids_in_ort(arch):
     assert fp32.inner.info["export"]["agrees_with_torch"]
     dynamic = quantize(model, "ort-int8-dynamic", ids)
     assert dynamic(ids).shape == (40, 3)
+
+
+def test_training_monitor_needs_example_inputs_for_ort(trained_tiny, digits_xy):
+    from mitigate.trainers.callbacks import DisagreementMonitor
+
+    x, _ = digits_xy
+    with pytest.raises(MitigateError, match="'ort-int8' \\(ONNX Runtime\\) needs example inputs"):
+        DisagreementMonitor(["ort-int8"])
+    monitor = DisagreementMonitor(["int8", "ort-int8"], calibration=x[:64])
+    assert list(monitor.schemes) == ["int8", "ort-int8"]
