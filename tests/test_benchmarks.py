@@ -12,6 +12,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -36,3 +37,26 @@ def test_fit_benchmark_contenders_end_with_the_same_weights(monkeypatch, capsys)
         r"95% CI \d\.\d{3}-\d\.\d{3}, (meets|misses|within noise of) the 1\.2x goal", summary
     )
     assert "Lightning's floor (bare / plain)" in summary
+
+
+def test_ort_latency_benchmark_times_every_runtime(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        "[data]\ntrain = 300\nval = 50\ncalibration = 50\npool = 100\ntest = 100\n"
+        '[model]\narch = "lenet1"\n[train]\nepochs = 1\n'
+        '[shifts]\nfamilies = ["rotate"]\nseverities = [3]\n'
+    )
+    threads = torch.get_num_threads()
+    argv = ["ort_latency.py", "--rounds", "2", "--calls", "1", "--config", str(config)]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        runpy.run_path(str(BENCHMARKS / "ort_latency.py"), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    for label in ("fp (torch)", "int8", "ort-int8", "ort-fp32"):
+        assert re.search(rf"^{re.escape(label)}\s+\d+\.\d{{3}}\s+\d+\.\d{{3}}$", out, re.M), out
+    for pair in ("ort-int8 / ort-fp32", "ort-int8 / int8"):
+        assert re.search(rf"latency {pair}: \d+\.\d\dx wall, \d+\.\d\dx CPU", out), out

@@ -68,6 +68,7 @@ __all__ = [
     "QuietOption",
     "ReportFormat",
     "SchemeOption",
+    "QuantizedOption",
     "SchemesOption",
     "SeedOption",
     "cells_lines",
@@ -82,6 +83,7 @@ __all__ = [
     "model_and_data",
     "model_line",
     "split_list",
+    "with_quantized",
 ]
 
 console = Console()  # resolves sys.stdout when printing, so redirects and CliRunner see it
@@ -151,6 +153,31 @@ FormatOption = Annotated[
         "self-contained file with the plots inlined.",
     ),
 ]
+
+
+QuantizedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--quantized",
+        help="A .onnx model you ship, measured as the quantized side against the FP model "
+        "(run in ONNX Runtime; needs mitigate[onnx]). Alone it replaces the config's schemes; "
+        "with --schemes it is measured beside them.",
+    ),
+]
+
+
+def with_quantized(schemes: list[str] | None, quantized: str | None) -> list[str] | None:
+    """The scheme list with ``--quantized FILE`` added as ``onnx:path=FILE``.
+
+    Example:
+        >>> with_quantized(None, "q.onnx"), with_quantized(["int8"], "q.onnx")
+        (['onnx:path=q.onnx'], ['int8', 'onnx:path=q.onnx'])
+    """
+    if quantized is None:
+        return schemes
+    if not quantized.strip():
+        raise MitigateError("--quantized is empty; give a .onnx file")
+    return [*(schemes or []), f"onnx:path={quantized.strip()}"]
 
 
 SchemesOption = Annotated[

@@ -16,6 +16,7 @@ from mitigate.cli.common import (
     ModelOption,
     OutOption,
     Output,
+    QuantizedOption,
     QuietOption,
     ReportFormat,
     SchemesOption,
@@ -27,6 +28,7 @@ from mitigate.cli.common import (
     model_and_data,
     model_line,
     split_list,
+    with_quantized,
 )
 
 __all__ = ["evaluate_command"]
@@ -39,6 +41,7 @@ def evaluate_command(
     weights: WeightsOption = None,
     data: DataOption = None,
     schemes: SchemesOption = None,
+    quantized: QuantizedOption = None,
     shifts: Annotated[
         str | None, typer.Option("--shifts", help="Comma-separated shift families, or 'all'.")
     ] = None,
@@ -61,7 +64,7 @@ def evaluate_command(
     cfg = override(
         load_config(config),
         seed=seed,
-        quantization__schemes=split_list(schemes),
+        quantization__schemes=with_quantized(split_list(schemes), quantized),
         shifts__families=split_list(shifts),
         shifts__severities=split_list(severities),
         calibration__preset=calibration,

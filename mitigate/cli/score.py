@@ -15,6 +15,7 @@ from mitigate.cli.common import (
     ModelOption,
     OutOption,
     Output,
+    QuantizedOption,
     QuietOption,
     ReportFormat,
     SchemesOption,
@@ -26,6 +27,7 @@ from mitigate.cli.common import (
     model_and_data,
     model_line,
     split_list,
+    with_quantized,
 )
 
 __all__ = ["score_command"]
@@ -54,6 +56,7 @@ def score_command(
     weights: WeightsOption = None,
     data: DataOption = None,
     schemes: SchemesOption = None,
+    quantized: QuantizedOption = None,
     scores: Annotated[
         str | None,
         typer.Option(
@@ -95,7 +98,7 @@ def score_command(
     cfg = override(
         load_config(config),
         seed=seed,
-        quantization__schemes=split_list(schemes),
+        quantization__schemes=with_quantized(split_list(schemes), quantized),
         selection__budget=budget,
         **picked,
     )

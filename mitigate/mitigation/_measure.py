@@ -12,10 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from mitigate.errors import MitigateError
-from mitigate.quantization.schemes import Int8Static
+from mitigate.quantization.schemes import Int8Static, OrtInt8
 from mitigate.scanning import eval_mode
 
+#: The schemes that can keep named layers in float (torch.ao static int8, ORT static int8).
+LAYERED = (Int8Static, OrtInt8)
+
 __all__ = [
+    "LAYERED",
     "check_float_layers",
     "check_inputs",
     "count",
@@ -28,20 +32,23 @@ __all__ = [
 _BATCH = 512
 
 
-def check_inputs(model: object, scheme: object, calibration: object, probe: object) -> Int8Static:
-    """The static int8 scheme (a name such as ``"int8:engine=qnnpack"``, as
-    :func:`~mitigate.quantize` takes, or an :class:`Int8Static`); MitigateError unless the
-    four arguments can be measured together."""
+def check_inputs(
+    model: object, scheme: object, calibration: object, probe: object
+) -> Int8Static | OrtInt8:
+    """The static int8 scheme (a name such as ``"int8:engine=qnnpack"`` or ``"ort-int8"``, as
+    :func:`~mitigate.quantize` takes, or an :class:`Int8Static` / :class:`OrtInt8`);
+    MitigateError unless the four arguments can be measured together."""
     from mitigate.quantization import parse_scheme, scheme_label
 
     if not isinstance(model, nn.Module):
         raise MitigateError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(scheme, str):
         scheme = parse_scheme(scheme)
-    if not isinstance(scheme, Int8Static):
+    if not isinstance(scheme, LAYERED):
         got = scheme_label(scheme) if hasattr(scheme, "kind") else type(scheme).__name__
         raise MitigateError(
-            f"layer fallback and settings need a static int8 scheme (int8[:options]), got {got}"
+            "layer fallback and settings need a static int8 scheme (int8[:options] or "
+            f"ort-int8[:options]), got {got}"
         )
     for what, x in (("calibration", calibration), ("probe", probe)):
         if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] == 0:

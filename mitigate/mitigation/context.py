@@ -20,6 +20,7 @@ __all__ = [
     "Context",
     "State",
     "StrategySettings",
+    "require_layered",
     "require_probe",
     "require_qat",
     "require_static",
@@ -115,6 +116,18 @@ def require_static(scheme: Scheme, strategy: str) -> None:
         raise MitigateError(
             f"strategy {strategy!r} needs a static int8 scheme (int8[:options]); "
             f"got {scheme_label(scheme)!r}"
+        )
+
+
+def require_layered(scheme: Scheme, strategy: str) -> None:
+    """settings and fallback also take ORT's static int8 (``exclude`` keeps layers in float)."""
+    from mitigate.mitigation._measure import LAYERED
+    from mitigate.quantization import scheme_label
+
+    if not isinstance(scheme, LAYERED):
+        raise MitigateError(
+            f"strategy {strategy!r} needs a static int8 scheme (int8[:options] or "
+            f"ort-int8[:options]); got {scheme_label(scheme)!r}"
         )
 
 

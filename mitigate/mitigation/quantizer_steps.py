@@ -9,7 +9,13 @@ import dataclasses
 import torch
 
 from mitigate.errors import MitigateError
-from mitigate.mitigation.context import Context, State, require_probe, require_static
+from mitigate.mitigation.context import (
+    Context,
+    State,
+    require_layered,
+    require_probe,
+    require_static,
+)
 
 __all__ = [
     "adaround",
@@ -32,12 +38,13 @@ def none(ctx: Context, state: State) -> State:
 
 
 def recalibrate(ctx: Context, state: State) -> State:
-    from mitigate.quantization import Int8Static, quantize
+    from mitigate.mitigation._measure import LAYERED
+    from mitigate.quantization import quantize
 
     calibration = torch.cat([state.calibration, ctx.selected.x])
     quantized = quantize(state.fp_model, state.scheme, calibration)
     notes = {"calibration_inputs": len(calibration), "added": len(ctx.selected)}
-    if not isinstance(state.scheme, Int8Static):  # say it, rather than report a silent no-op
+    if not isinstance(state.scheme, LAYERED):  # say it, rather than report a silent no-op
         notes["scheme_uses_calibration"] = False
     return dataclasses.replace(state, quantized=quantized, calibration=calibration, notes=notes)
 
@@ -46,7 +53,7 @@ def settings(ctx: Context, state: State) -> State:
     from mitigate.mitigation.settings_search import search_settings
     from mitigate.quantization import quantize, scheme_label
 
-    require_static(state.scheme, "settings")
+    require_layered(state.scheme, "settings")
     require_probe(ctx, "settings")
     result = search_settings(state.fp_model, state.scheme, state.calibration, ctx.probe)
     notes = {"winner": scheme_label(result.best), "probe": len(ctx.probe), "table": result.table}
@@ -60,7 +67,7 @@ def fallback(ctx: Context, state: State) -> State:
     from mitigate.mitigation.fallback import search_fallback
     from mitigate.quantization import quantize
 
-    require_static(state.scheme, "fallback")
+    require_layered(state.scheme, "fallback")
     require_probe(ctx, "fallback")
     r = ctx.settings
     result = search_fallback(

@@ -22,6 +22,10 @@ setting with the fewest changes from the base among those whose disagreements ar
 significantly more* than the lowest count's (a one-sided paired McNemar test at 95% on the
 probe inputs where the two differ), then the lower count, then grid order (engines, ranges,
 granularity, observers as given). ``significance=None`` keeps the plain lowest count.
+
+For ``ort-int8`` the grid is ONNX Runtime's own settings: calibration method x activation
+type (u8 / s8) x 7-bit weights x per-channel weights, so the winner is a setting that runtime
+ships.
 """
 
 from __future__ import annotations
@@ -42,11 +46,19 @@ from mitigate.mitigation._measure import (
     labels,
     weighted_layers,
 )
-from mitigate.quantization.schemes import ENGINES, OBSERVERS, Int8Static
+from mitigate.quantization.schemes import (
+    ENGINES,
+    OBSERVERS,
+    ORT_ACTIVATIONS,
+    ORT_CALIBRATIONS,
+    Int8Static,
+    OrtInt8,
+)
 
 __all__ = ["SettingsResult", "search_settings"]
 
 _SETTINGS = ("engine", "reduce_range", "per_channel", "observer")
+_ORT_SETTINGS = ("calibration", "activations", "reduce_range", "per_channel")
 # One-sided normal quantiles of the paired test, for the significance levels one would pick.
 _Z = {0.1: 1.2816, 0.05: 1.6449, 0.01: 2.3263}
 
@@ -65,7 +77,7 @@ class SettingsResult:
         base_disagreements: the base scheme's count on the probe.
     """
 
-    best: Int8Static
+    best: Int8Static | OrtInt8
     table: list[dict[str, Any]]
     base_disagreements: int
 
@@ -88,7 +100,7 @@ class SettingsResult:
 
 def search_settings(
     model: nn.Module,
-    base: Int8Static | str,
+    base: Int8Static | OrtInt8 | str,
     calibration: Tensor,
     probe: Tensor,
     *,
@@ -96,6 +108,8 @@ def search_settings(
     reduce_range: Sequence[bool] = (True, False),
     per_channel: Sequence[bool] = (True, False),
     observers: Sequence[str] = OBSERVERS,
+    calibrations: Sequence[str] = ORT_CALIBRATIONS,
+    activations: Sequence[str] = ORT_ACTIVATIONS,
     significance: float | None = 0.05,
 ) -> SettingsResult:
     """Quantize with every combination of settings and keep the one that disagrees least,
@@ -115,6 +129,9 @@ def search_settings(
         reduce_range: ``True`` (7-bit activations), ``False`` (8-bit), or both.
         per_channel: ``True`` (one weight scale per output channel), ``False``, or both.
         observers: from :data:`~mitigate.quantization.OBSERVERS`.
+        calibrations: for an ``ort-int8`` base (instead of engines and observers), from
+            :data:`~mitigate.quantization.ORT_CALIBRATIONS`.
+        activations: for an ``ort-int8`` base, ``u8``, ``s8`` or both.
         significance: the paired test's level (0.1, 0.05 or 0.01) below which a count
             higher than the lowest is a real difference; among settings within it the one
             with the fewest changes wins. ``None``: the lowest count wins outright.
@@ -142,19 +159,20 @@ def search_settings(
             f"significance must be one of {', '.join(map(str, _Z))} or None, got {significance!r}"
         )
     check_float_layers(base.float_layers, weighted_layers(model, probe))
-    grid = _grid(base, engines, reduce_range, per_channel, observers)
+    if isinstance(base, OrtInt8):
+        grid = _ort_grid(base, calibrations, activations, reduce_range, per_channel)
+        settings = _ORT_SETTINGS
+    else:
+        grid, settings = _grid(base, engines, reduce_range, per_channel, observers), _SETTINGS
     reference = labels(model, probe)
     rows = []
     for position, scheme in enumerate(grid):
-        changed = [s for s in _SETTINGS if _effective(scheme, s) != _effective(base, s)]
+        changed = [s for s in settings if _effective(scheme, s) != _effective(base, s)]
         flags = disagreeing(model, scheme, calibration, probe, reference)
         rows.append(
             {
                 "label": _label(scheme),
-                "engine": scheme.engine,
-                "reduce_range": scheme.effective_reduce_range,
-                "per_channel": scheme.per_channel,
-                "observer": scheme.observer,
+                **{s: _effective(scheme, s) for s in settings},
                 "changed": changed,
                 "disagreements": int(flags.sum()),
                 "_flags": flags,
@@ -205,6 +223,31 @@ def _grid(
     return grid
 
 
+def _ort_grid(
+    base: OrtInt8,
+    calibrations: Sequence[str],
+    activations: Sequence[str],
+    reduce_range: Sequence[bool],
+    per_channel: Sequence[bool],
+) -> list[OrtInt8]:
+    """ORT's settings: the base, then every combination; duplicates of the base dropped."""
+    calibrations = _names(calibrations, ORT_CALIBRATIONS, "calibration")
+    activations = _names(activations, ORT_ACTIVATIONS, "activation")
+    grid = [base]
+    for method, act, reduce, channel in itertools.product(
+        calibrations,
+        activations,
+        _bools(reduce_range, "reduce_range"),
+        _bools(per_channel, "per_channel"),
+    ):
+        scheme = replace(
+            base, calibration=method, activations=act, reduce_range=reduce, per_channel=channel
+        )
+        if scheme not in grid:
+            grid.append(scheme)
+    return grid
+
+
 def _not_significantly_more(flags: Tensor, lowest: Tensor, z: float) -> bool:
     """One-sided paired McNemar (normal form): are the extra disagreements of ``flags`` over
     ``lowest`` (both ``bool [N]`` on one probe) within chance at quantile ``z``?"""
@@ -221,11 +264,13 @@ def _canonical(scheme: Int8Static) -> Int8Static:
     return scheme
 
 
-def _effective(scheme: Int8Static, setting: str) -> object:
-    return scheme.effective_reduce_range if setting == "reduce_range" else getattr(scheme, setting)
+def _effective(scheme: Int8Static | OrtInt8, setting: str) -> object:
+    if setting == "reduce_range" and isinstance(scheme, Int8Static):
+        return scheme.effective_reduce_range
+    return getattr(scheme, setting)
 
 
-def _label(scheme: Int8Static) -> str:
+def _label(scheme: Int8Static | OrtInt8) -> str:
     from mitigate.quantization import scheme_label
 
     return scheme_label(scheme)

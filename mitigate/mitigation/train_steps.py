@@ -47,12 +47,15 @@ def _loader(ctx: Context, dataset: TensorDataset) -> DataLoader:
     )
 
 
-def _settings(ctx: Context, method: str, scheme: Scheme) -> TrainConfig:
+def _settings(ctx: Context, method: str, scheme: Scheme | None) -> TrainConfig:
+    """``scheme``: what QAT fake-quantizes; ``None`` for plain training (an ``ort-int8``
+    model is then re-exported and quantized by its own runtime)."""
     from mitigate.quantization import scheme_label
 
     r = ctx.settings
+    qat_scheme = scheme_label(scheme) if scheme is not None else r.train.qat_scheme
     return dataclasses.replace(
-        r.train, method=method, epochs=r.epochs, lr=r.lr, qat_scheme=scheme_label(scheme)
+        r.train, method=method, epochs=r.epochs, lr=r.lr, qat_scheme=qat_scheme
     )
 
 
@@ -64,7 +67,7 @@ def _train(ctx: Context, state: State, method: str, labelled: bool, qat: bool) -
     trained = train_classifier(
         state.fp_model,
         loader,
-        settings=_settings(ctx, method, state.scheme),
+        settings=_settings(ctx, method, state.scheme if qat else None),
         seed=ctx.seed,
         teacher=ctx.original if method == "distill" else None,
         qat=qat,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -14,11 +15,13 @@ from mitigate.errors import MitigateError
 from mitigate.quantization import static
 from mitigate.quantization._quiet import quiet_backend
 from mitigate.quantization.schemes import (
+    ORT_SCHEMES,
     BFloat16,
     Float16,
     Int4Weight,
     Int8Dynamic,
     Int8Static,
+    OnnxFile,
     Scheme,
     parse_scheme,
     scheme_label,
@@ -148,6 +151,13 @@ def check_supported(
     """
     if isinstance(scheme, str):
         scheme = parse_scheme(scheme)
+    if isinstance(scheme, ORT_SCHEMES):  # fail before any training: extra missing, no file
+        from mitigate.quantization.ort._require import require
+
+        require("onnxruntime", scheme=scheme_label(scheme))
+        if isinstance(scheme, OnnxFile) and not os.path.isfile(scheme.path):
+            raise MitigateError(f"no ONNX file {scheme.path!r} to use as the quantized model")
+        return
     if not isinstance(scheme, Int8Static):
         return
     recurrent = [name for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]
@@ -180,6 +190,11 @@ def _quantize(
         return QuantizedModel(copy.deepcopy(model).eval().to(dtype), scheme, dtype)
     if isinstance(scheme, Int4Weight):
         return QuantizedModel(quantize_weights(model, scheme), scheme, torch.float32)
+    if isinstance(scheme, ORT_SCHEMES):
+        from mitigate.quantization.ort.build import build
+
+        batches = _batches(calibration, batch_size, scheme_label(scheme))
+        return QuantizedModel(build(model, scheme, batches), scheme, torch.float32)
     raise MitigateError(f"not a quantization scheme: {scheme!r}")
 
 
@@ -189,17 +204,24 @@ def _static(
     calibration: Tensor | Iterable[Tensor] | None,
     batch_size: int,
 ) -> nn.Module:
-    if calibration is None:
-        raise MitigateError("static int8 needs calibration inputs; pass calibration=...")
-    batches = list(
-        calibration.split(batch_size) if isinstance(calibration, Tensor) else calibration
-    )
-    if not batches or batches[0].shape[0] == 0:
-        raise MitigateError("static int8 needs at least one calibration input; got none")
+    batches = _batches(calibration, batch_size, "static int8")
     _check_layer_names(model, scheme.float_layers)
     prepared = static.prepare(model, scheme, batches[0][:1])
     static.calibrate(prepared, batches)
     return static.convert(prepared, scheme.engine)
+
+
+def _batches(
+    calibration: Tensor | Iterable[Tensor] | None, batch_size: int, what: str
+) -> list[Tensor]:
+    if calibration is None:
+        raise MitigateError(f"{what} needs calibration inputs; pass calibration=...")
+    batches = list(
+        calibration.split(batch_size) if isinstance(calibration, Tensor) else calibration
+    )
+    if not batches or batches[0].shape[0] == 0:
+        raise MitigateError(f"{what} needs at least one calibration input; got none")
+    return batches
 
 
 def _dynamic(model: nn.Module, scheme: Int8Dynamic) -> nn.Module:

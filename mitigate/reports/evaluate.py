@@ -103,6 +103,22 @@ def _cost_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _ort_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["scheme", "onnxruntime", "threads", "optimization", "export agrees with torch"]
+    rows = []
+    for label, info in report["onnxruntime"].items():
+        export = info.get("export")
+        agrees = (
+            f"{'yes' if export['agrees_with_torch'] else 'NO'} (max |logit diff| "
+            f"{export['max_abs_logit_diff']:.1e} on {export['inputs']} inputs)"
+            if export
+            else "user file"
+        )
+        threads = str(info["threads"])
+        rows.append([label, info["version"], threads, info["optimization"], agrees])
+    return header, rows
+
+
 def _worst_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["scheme", "most disagreements", "rate", "lowest accuracy", "acc (fp)"]
     rows = []
@@ -154,6 +170,9 @@ def evaluate_sections(
         batch = report["deployment"]["batch"]
         note = f"latency: one run's interleaved timing on {batch} inputs spread over every group"
         sections.append(("What each copy costs", *_cost_rows(report), note))
+    if report.get("onnxruntime"):
+        note = "measure at the optimization level you deploy: 'all' runs fused integer kernels"
+        sections.append(("ONNX Runtime sessions", *_ort_rows(report), note))
     return sections  # type: ignore[return-value]
 
 
@@ -173,7 +192,7 @@ def evaluate_markdown(report: dict[str, Any], plots: Sequence[Any] = ()) -> str:
 
     info = report["model"]
     sections = evaluate_sections(report)
-    lead = 3 if report.get("deployment") else 2
+    lead = (3 if report.get("deployment") else 2) + bool(report.get("onnxruntime"))
     first, rest = sections[-lead:], sections[:-lead]  # totals, worst groups and cost lead
     parts = [
         "# mitigate evaluate",

@@ -358,8 +358,14 @@ def baseline_setting(config: Config) -> Setting:
     scheme = parse_scheme(config.calibration.scheme)
     if not isinstance(scheme, Int8Static):
         raise MitigateError(
-            f"calibration.scheme must be a static int8 scheme (int8[:options]), "
+            f"calibration.scheme must be a static torch.ao int8 scheme (int8[:options]), "
             f"got {config.calibration.scheme!r}"
+            + (
+                "; ORT's calibration settings are searched by "
+                "`mitigate retrain --scheme ort-int8 --strategy settings`"
+                if config.calibration.scheme.startswith("ort-")
+                else ""
+            )
         )
     q = config.quantization
     return setting_of_scheme(

@@ -52,9 +52,19 @@ def evaluate(
         **run_header("evaluate", session.config, session.model_info),
         **summarize(predictions),
         "deployment": _cost(session, variants),
+        **_runtimes(variants),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return EvaluateResult(report, predictions)
+
+
+def _runtimes(variants: dict[str, QuantizedModel]) -> Report:
+    """ONNX Runtime's version and session options, and whether the export agrees with torch,
+    for the copies it runs (nothing when none does)."""
+    from mitigate.quantization.ort.runtime import ort_sessions
+
+    sessions = ort_sessions(variants)
+    return {"onnxruntime": sessions} if sessions else {}
 
 
 def _cost(session: Session, variants: dict[str, QuantizedModel]) -> Report:

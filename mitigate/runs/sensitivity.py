@@ -13,7 +13,7 @@ import torch
 from mitigate.config import Config
 from mitigate.data.dataset import Data
 from mitigate.errors import MitigateError
-from mitigate.quantization.schemes import Int8Static
+from mitigate.quantization.schemes import Int8Static, OrtInt8
 from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import RunResult, run_header
 
@@ -74,9 +74,10 @@ def sensitivity(
 
     started = time.perf_counter()
     parsed = parse_scheme(scheme)
-    if not isinstance(parsed, Int8Static):
+    if not isinstance(parsed, (Int8Static, OrtInt8)):
         raise MitigateError(
-            f"sensitivity needs a static int8 scheme such as int8 or int8:engine=qnnpack, "
+            f"sensitivity needs a static int8 scheme such as int8, int8:engine=qnnpack or "
+            f"ort-int8, "
             f"got {scheme!r}"
         )
     score = check_selector(selector)

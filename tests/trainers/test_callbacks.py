@@ -120,6 +120,20 @@ def test_monitor_logs_what_a_separate_measurement_finds(data):
     assert monitor.measurements == 3
 
 
+def test_monitor_measures_an_onnx_runtime_scheme(data):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    module = Module(net())
+    monitor = DisagreementMonitor("ort-int8", data["calibration"])
+    trainer = fit(
+        module, loader(data["train"]), loader(data["val"], 128), epochs=1, callbacks=[monitor]
+    )
+    rate, _ = measure(module.model, "ort-int8", data["calibration"], *data["val"])
+    assert trainer.callback_metrics["val/disagreement_rate"] == rate
+    assert monitor.measurements == 1
+
+
 def _training_state(trainer, pl_module):
     model = pl_module.model
     return {

@@ -16,6 +16,7 @@ from mitigate._checks import is_integer_tensor
 from mitigate.disagreement import DisagreementRate, to_labels
 from mitigate.errors import MitigateError, unknown_choice
 from mitigate.quantization import (
+    ORT_SCHEMES,
     SCHEMES,
     Int8Static,
     parse_scheme,
@@ -167,6 +168,11 @@ class DisagreementMonitor(pl.Callback):
         if static and calibration is None:
             raise MitigateError(
                 f"scheme {static[0]!r} (static int8) needs calibration inputs; pass calibration="
+            )
+        ort = [label for label, s in self.schemes.items() if isinstance(s, ORT_SCHEMES)]
+        if ort and calibration is None:  # ORT exports with them (and ort-int8 calibrates)
+            raise MitigateError(
+                f"scheme {ort[0]!r} (ONNX Runtime) needs example inputs; pass calibration="
             )
         if calibration is not None and (not is_inputs(calibration) or not len(calibration)):
             raise MitigateError(
