@@ -300,7 +300,7 @@ def _check_fits(
     path: Path, model: nn.Module, state: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> None:
     """Name the first missing / unexpected / mis-shaped keys before torch's long message."""
-    from mitigate.models.factory import non_finite, some, state_problems
+    from mitigate.models._state import non_finite, some, state_problems
 
     problems = state_problems(model, state)
     if problems:

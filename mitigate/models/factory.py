@@ -13,18 +13,14 @@ import torch
 from torch import Tensor, nn
 
 from mitigate.errors import MitigateError, first_line
+from mitigate.models._state import non_finite, some, state_problems
 
 __all__ = [
     "build_from_factory",
     "check_model_fits",
     "load_weights",
-    "non_finite",
     "read_weights",
-    "some",
-    "state_problems",
 ]
-
-_SHOWN = 3  # how many offending state-dict keys an error names
 
 
 def build_from_factory(
@@ -111,29 +107,6 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor], where: str) -> n
     return model
 
 
-def state_problems(model: nn.Module, state: Mapping[str, Tensor]) -> list[str]:
-    """What keeps ``state`` from loading strictly into ``model``: ``"missing: a, b"``,
-    ``"unexpected: ..."``, ``"wrong shape: w [3] vs [4]"``; empty when it fits."""
-    expected = model.state_dict()
-    found = {
-        "missing": [k for k in expected if k not in state],
-        "unexpected": [k for k in state if k not in expected],
-        "wrong shape": [
-            f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-            for k, v in expected.items()
-            if k in state and state[k].shape != v.shape
-        ],
-    }
-    return [f"{label}: {some(keys)}" for label, keys in found.items() if keys]
-
-
-def non_finite(state: Mapping[str, Tensor]) -> list[str]:
-    """The float entries of ``state`` holding NaN or infinity."""
-    return [
-        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]
-
-
 def check_model_fits(model: nn.Module, example: Tensor, num_classes: int, name: str) -> None:
     """Run ``model`` on an example batch of the data and check it returns ``[B, num_classes]``
     logits: a wrong input shape or class count fails here, in one line, before any work.
@@ -165,9 +138,3 @@ def _is_safetensors(path: Path) -> bool:
     with path.open("rb") as file:
         head = file.read(9)
     return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
-
-
-def some(keys: list[str]) -> str:
-    """The first few of ``keys``, and how many more there are."""
-    more = f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else ""
-    return ", ".join(keys[:_SHOWN]) + more
