@@ -85,7 +85,8 @@ def resolve_families(
 
     ``["all"]`` on images leaves out the families that cannot apply to their size or channel
     count, saying so once (a colour-only family on grey images goes without saying). A named
-    family that cannot apply is an error naming why, or with ``skip`` is left out silently.
+    family that cannot apply is an error naming why, or with ``skip`` is left out silently;
+    an unknown name is always an error.
     """
     if isinstance(source, int):
         valid, kind = shift_names(source), f"shift for {source}-channel images"
@@ -104,14 +105,12 @@ def resolve_families(
                 "skipped: " + "; ".join(f"{n} ({why})" for n, why in unusual.items())
             )
         return valid
-    if skip:
-        return [name for name in dict.fromkeys(families) if name in valid]
     for name in families:
-        if name in skipped:
+        if name in skipped and not skip:
             raise MitigateError(f"shift {name!r} cannot apply to these images: {skipped[name]}")
-        if name not in valid:
+        if name not in valid and name not in skipped:
             raise unknown_choice(kind, name, valid)
-    return list(dict.fromkeys(families))
+    return [name for name in dict.fromkeys(families) if name in valid]
 
 
 def build_groups(

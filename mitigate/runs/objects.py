@@ -135,7 +135,9 @@ def accepts_objects(run: Callable[..., R]) -> Callable[..., R]:
             raise MitigateError(f"config must be a mitigate.Config, got {type(config).__name__}")
         run_kwargs = {k: v for k, v in kwargs.items() if k in own}
         settings = {k: v for k, v in kwargs.items() if k not in own}
-        config = settings_override(config or Config(), settings)
+        config = config or Config()
+        if settings:
+            config = settings_override(config, settings)
         with _registered(config, model, data) as config:
             return run(config, *args, **run_kwargs)
 
