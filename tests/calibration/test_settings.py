@@ -64,7 +64,7 @@ def test_baseline_is_the_default_calibration_and_sweep_options_are_checked():
         ("calibration__engines", ["arm"], "unknown calibration engine 'arm'"),
         ("calibration__selector", "oracle", "FP model only"),
         ("calibration__grid", "random", "unknown calibration grid"),
-        ("calibration__scheme", "fp16", "static int8 scheme"),
+        ("calibration__scheme", "fp16", "static torch.ao int8 scheme"),
         ("calibration__extra", ["clean-bogus"], "unknown token 'bogus'"),
         ("calibration__sizes", [0], "sizes must be >= 1"),
     ]:
