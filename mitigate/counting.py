@@ -8,7 +8,7 @@ each natural shift stand alone), by severity, by kind (clean, shifted, natural),
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from mitigate.scanning import Predictions
 __all__ = [
     "ANY",
     "InputGroups",
+    "add_counts",
     "family_of",
     "group_metrics",
     "summarize",
@@ -41,17 +42,24 @@ def family_of(groups: Sequence[Group]) -> tuple[list[str], np.ndarray]:
 
 @dataclass(frozen=True)
 class InputGroups:
-    """Per-input group columns of a scan, each ``[N]``.
+    """Per-group columns of a scan (each ``[G]``, one entry per measured group) and the
+    per-input group index that spreads them over the inputs.
+
+    Columns are kept per group, not per input: a per-input copy of each (strings included)
+    would cost more than the scan's own result arrays. :meth:`where` makes one boolean input
+    mask at a time, and :meth:`slices` walks the groups without copying the inputs.
 
     Attributes:
-        kind: ``"clean"``, ``"shifted"`` or ``"natural"``.
-        held_out: the input's family is held out of the pool.
-        shift: the shift family, ``""`` for clean and natural inputs.
-        severity: 1-5 for shifted inputs, 0 otherwise.
+        group: ``int [N]``, the scan's group index of every input (not a copy).
+        kind: ``[G]`` ``"clean"``, ``"shifted"`` or ``"natural"``.
+        held_out: ``bool [G]``, the group's family is held out of the pool.
+        shift: ``[G]`` the shift family, ``""`` for clean and natural groups.
+        severity: ``int64 [G]``, 1-5 for shifted groups, 0 otherwise.
         families: the family names (see :func:`family_of`); ``family`` indexes them.
-        family: ``int64`` index into ``families``.
+        family: ``int64 [G]`` index into ``families``.
     """
 
+    group: np.ndarray
     kind: np.ndarray
     held_out: np.ndarray
     shift: np.ndarray
@@ -61,20 +69,48 @@ class InputGroups:
 
     @classmethod
     def of(cls, pred: Predictions) -> InputGroups:
-        g = pred.group
         names, index = family_of(pred.groups)
         return cls(
-            kind=np.array([x.kind for x in pred.groups])[g],
-            held_out=np.array([x.held_out for x in pred.groups], dtype=bool)[g],
-            shift=np.array([x.shift or "" for x in pred.groups])[g],
-            severity=np.array([x.severity for x in pred.groups])[g],
+            group=pred.group,
+            kind=np.array([x.kind for x in pred.groups]),
+            held_out=np.array([x.held_out for x in pred.groups], dtype=bool),
+            shift=np.array([x.shift or "" for x in pred.groups]),
+            severity=np.array([x.severity for x in pred.groups], dtype=np.int64),
             families=names,
-            family=index[g],
+            family=index,
         )
+
+    def where(self, groups: np.ndarray) -> np.ndarray:
+        """``bool [N]``: the inputs of the groups where ``groups`` (``bool [G]``) holds."""
+        return groups[self.group]
+
+    def slices(self) -> Iterator[slice | np.ndarray]:
+        """For each group in order, what indexes its inputs: a slice (a view, no copy) when
+        the inputs come group by group, as a scan writes them; else their positions."""
+        g, count = self.group, len(self.kind)
+        if g.size < 2 or bool((g[1:] >= g[:-1]).all()):
+            bounds = np.searchsorted(g, np.arange(count + 1), side="left")
+            for i in range(count):
+                yield slice(int(bounds[i]), int(bounds[i + 1]))
+        else:
+            for i in range(count):
+                yield np.flatnonzero(g == i)
 
     def synthetic_families(self, groups: Sequence[Group]) -> list[str]:
         """The shift families of ``groups`` (no clean, no natural), in order."""
         return list(dict.fromkeys(x.shift for x in groups if x.shift is not None))
+
+
+def add_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of count dicts of disjoint input sets: every int added, nested dicts key by
+    key (the first row's keys and order). A count over a union of groups is the sum of the
+    groups' counts, so each group's inputs are read once and never copied whole."""
+    rows = list(rows)
+    total: dict[str, Any] = {}
+    for key, value in rows[0].items():
+        parts = [row[key] for row in rows]
+        total[key] = add_counts(parts) if isinstance(value, Mapping) else sum(parts)
+    return total
 
 
 def tally(
@@ -133,37 +169,43 @@ def summarize(pred: Predictions) -> dict[str, Any]:
     """
     schemes = list(pred.variants)
     cols = InputGroups.of(pred)
+    # Each group is counted once, on views of its inputs; every other row (families,
+    # severities, totals) adds the counts of its groups instead of masking all inputs again.
+    raw = [_raw_counts(pred, rows) for rows in cols.slices()]
+
+    def over(groups: np.ndarray) -> dict[str, Any]:
+        picked = [r for r, keep in zip(raw, groups, strict=True) if keep]
+        return _entry(add_counts(picked) if picked else _raw_counts(pred, slice(0, 0)))
 
     groups = []
-    for i, g in enumerate(pred.groups):
+    for g, counts in zip(pred.groups, raw, strict=True):
         entry = {"name": g.name, "shift": g.shift, "severity": g.severity, "held_out": g.held_out}
-        groups.append(entry | _counts(pred, pred.group == i))
+        groups.append(entry | _entry(counts))
 
     clean = cols.kind == "clean"
-    by_shift = [{"name": "clean"} | _counts(pred, clean)]
-    by_shift += [
-        {"name": f} | _counts(pred, cols.shift == f) for f in cols.synthetic_families(pred.groups)
-    ]
+    by_shift = [{"name": "clean"} | over(clean)]
+    by_shift += [{"name": f} | over(cols.shift == f) for f in cols.synthetic_families(pred.groups)]
 
     severities = sorted({g.severity for g in pred.groups if g.shift is not None})
-    by_severity = [{"severity": 0, "name": "clean"} | _counts(pred, clean)]
+    by_severity = [{"severity": 0, "name": "clean"} | over(clean)]
     by_severity += [
         {"severity": s, "name": f"severity {s}"}
-        | _counts(pred, (cols.severity == s) & (cols.kind == "shifted"))
+        | over((cols.severity == s) & (cols.kind == "shifted"))
         for s in severities
     ]
 
     names = pred.classes or tuple(str(c) for c in range(int(pred.label.max()) + 1))
     by_class = [
-        {"class": c, "name": n} | _counts(pred, pred.label == c) for c, n in enumerate(names)
+        {"class": c, "name": n} | _entry(_raw_counts(pred, pred.label == c))
+        for c, n in enumerate(names)
     ]
 
     totals = {
-        "all": _counts(pred, np.ones(len(pred), dtype=bool)),
-        "clean": _counts(pred, clean),
-        "shifted": _counts(pred, cols.kind == "shifted"),
-        "natural": _counts(pred, cols.kind == "natural"),
-        "held_out": _counts(pred, cols.held_out),
+        "all": over(np.ones(len(pred.groups), dtype=bool)),
+        "clean": over(clean),
+        "shifted": over(cols.kind == "shifted"),
+        "natural": over(cols.kind == "natural"),
+        "held_out": over(cols.held_out),
     }
     return {
         "schemes": schemes,
@@ -177,17 +219,28 @@ def summarize(pred: Predictions) -> dict[str, Any]:
     }
 
 
-def _counts(pred: Predictions, mask: np.ndarray) -> dict[str, Any]:
-    others = {scheme: labels[mask] for scheme, labels in pred.variants.items()}
-    t = tally(pred.label[mask], pred.reference[mask], others)
-    n = t["n"]
-    disagreements = t["disagreements"] | {ANY: int(t["union"].sum())}
+def _raw_counts(pred: Predictions, rows: slice | np.ndarray) -> dict[str, Any]:
+    """The integer counts of the inputs at ``rows`` (a slice, positions or a boolean mask):
+    ``n``, ``disagreements`` (per scheme and ``any``), ``correct`` and ``flips``."""
+    others = {scheme: labels[rows] for scheme, labels in pred.variants.items()}
+    t = tally(pred.label[rows], pred.reference[rows], others)
+    return {
+        "n": t["n"],
+        "disagreements": t["disagreements"] | {ANY: int(t["union"].sum())},
+        "correct": t["correct"],
+        "flips": t["flips"],
+    }
+
+
+def _entry(counts: dict[str, Any]) -> dict[str, Any]:
+    """A report row from :func:`_raw_counts`: the counts with their rates."""
+    n = counts["n"]
     return {
         "n": n,
-        "disagreements": disagreements,
-        "disagreement_rate": {k: _share(v, n) for k, v in disagreements.items()},
-        "accuracy": {k: _share(v, n) for k, v in t["correct"].items()},
-        "flips": t["flips"],
+        "disagreements": counts["disagreements"],
+        "disagreement_rate": {k: _share(v, n) for k, v in counts["disagreements"].items()},
+        "accuracy": {k: _share(v, n) for k, v in counts["correct"].items()},
+        "flips": counts["flips"],
     }
 
 
@@ -265,7 +318,7 @@ def _family_and_class_masks(pred: Predictions) -> dict[str, np.ndarray]:
     """Group name -> boolean mask: ``clean``, each family, each ``natural:<name>``, then
     ``class:<name>`` for every class present."""
     cols = InputGroups.of(pred)
-    masks = {name: cols.family == i for i, name in enumerate(cols.families)}
+    masks = {name: cols.where(cols.family == i) for i, name in enumerate(cols.families)}
     classes = pred.classes or tuple(str(c) for c in range(int(pred.label.max()) + 1))
     for c, class_name in enumerate(classes):
         masks[f"class:{class_name}"] = pred.label == c

@@ -140,6 +140,49 @@ def forward_batches(
             yield batch, logits, outputs
 
 
+class _Column:
+    """One per-input column of a scan, gathered batch by batch into blocks of
+    :data:`_BLOCK` values.
+
+    Each batch's values are copied in and the batch's own arrays dropped at once. Keeping them
+    (a few kB per batch) instead would leave long-lived small allocations between the large
+    ones every batch frees (shifted images, activations); the C heap then cannot reuse or
+    return those gaps, and resident memory grew by kilobytes per input, many times the
+    results' own size.
+    """
+
+    def __init__(self, dtype: type[np.generic]) -> None:
+        self.dtype = np.dtype(dtype)
+        self.blocks: list[np.ndarray] = []
+        self.fill = _BLOCK  # the last block's used length; full: the next value opens one
+
+    def __len__(self) -> int:
+        return (len(self.blocks) - 1) * _BLOCK + self.fill if self.blocks else 0
+
+    def append(self, values: np.ndarray) -> None:
+        values = values.reshape(-1)
+        while values.size:
+            if self.fill == _BLOCK:
+                self.blocks.append(np.empty(_BLOCK, dtype=self.dtype))
+                self.fill = 0
+            take = min(values.size, _BLOCK - self.fill)
+            self.blocks[-1][self.fill : self.fill + take] = values[:take]
+            self.fill, values = self.fill + take, values[take:]
+
+    def join(self) -> np.ndarray:
+        """The column as one ``[N]`` array; the blocks are released."""
+        if not self.blocks:
+            return np.empty(0, dtype=self.dtype)
+        self.blocks[-1] = self.blocks[-1][: self.fill]
+        joined = np.concatenate(self.blocks)
+        self.blocks = []
+        return joined
+
+
+# Values per block: 512 kB of int64, few enough blocks to stay out of the heap's way.
+_BLOCK = 1 << 16
+
+
 def scan(
     reference: nn.Module,
     variants: Mapping[str, nn.Module],
@@ -172,9 +215,14 @@ def scan(
             raise unknown_choice("score", score, list(SCORES))
     fp_only = [SCORES[s] for s in scores if not SCORES[s].needs_quantized]
     differential = [SCORES[s] for s in scores if SCORES[s].needs_quantized]
-    columns: dict[str, list[np.ndarray]] = {"group": [], "index": [], "label": [], "fp": []}
+    columns = {
+        "group": _Column(np.int32),
+        "index": _Column(np.int64),
+        "label": _Column(np.int64),
+        "fp": _Column(np.int64),
+    }
     for name in variants:
-        columns[f"pred/{name}"] = []
+        columns[f"pred/{name}"] = _Column(np.int64)
     for batch, fp_logits, outputs in forward_batches(reference, variants, batches):
         columns["group"].append(np.full(batch.y.shape[0], batch.group, dtype=np.int32))
         columns["index"].append(batch.index.numpy())
@@ -183,7 +231,8 @@ def scan(
         if fp_only:
             values = score_logits(fp_only, fp_logits, index=batch.position, seed=seed)
             for score, value in values.items():
-                columns.setdefault(f"score/{score}", []).append(value.float().numpy())
+                column = columns.setdefault(f"score/{score}", _Column(np.float32))
+                column.append(value.float().numpy())
         for name, q_logits in outputs.items():
             columns[f"pred/{name}"].append(q_logits.argmax(1).numpy())
             if differential:
@@ -192,19 +241,21 @@ def scan(
                 )
                 for score, value in values.items():
                     key = f"score/{score_key(score, name)}"
-                    columns.setdefault(key, []).append(value.float().numpy())
+                    columns.setdefault(key, _Column(np.float32)).append(value.float().numpy())
         if on_batch is not None:
             on_batch(int(batch.y.shape[0]))
-    if not columns["label"]:
+    if not len(columns["label"]):
         raise MitigateError("nothing to scan: the measurement set is empty")
-    merged = {k: np.concatenate(v) for k, v in columns.items()}
+    # One column at a time, its blocks dropped once joined: the peak is the blocks plus one
+    # joined column, not twice every column.
+    merged = {k: columns.pop(k).join() for k in list(columns)}
     return Predictions(
         groups=list(groups),
         group=merged["group"],
-        index=merged["index"].astype(np.int64),
-        label=merged["label"].astype(np.int64),
-        reference=merged["fp"].astype(np.int64),
-        variants={n: merged[f"pred/{n}"].astype(np.int64) for n in variants},
+        index=merged["index"],
+        label=merged["label"],
+        reference=merged["fp"],
+        variants={n: merged[f"pred/{n}"] for n in variants},
         scores={k[len("score/") :]: v for k, v in merged.items() if k.startswith("score/")},
         classes=tuple(classes),
     )

@@ -60,3 +60,19 @@ def test_ort_latency_benchmark_times_every_runtime(monkeypatch, capsys, tmp_path
         assert re.search(rf"^{re.escape(label)}\s+\d+\.\d{{3}}\s+\d+\.\d{{3}}$", out, re.M), out
     for pair in ("ort-int8 / ort-fp32", "ort-int8 / int8"):
         assert re.search(rf"latency {pair}: \d+\.\d\dx wall, \d+\.\d\dx CPU", out), out
+
+
+def test_memory_benchmark_measures_both_sizes_in_fresh_processes(monkeypatch, capsys, tmp_path):
+    argv = ["memory.py", "--test", "10", "--factor", "2", "--families", "brightness"]
+    argv += ["--train", "100", "--pool", "50", "--keep", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(BENCHMARKS / "memory.py"), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|") for line in lines if re.match(r"\s+evaluate \|", line)]
+    assert [int(r[1]) for r in rows] == [10, 20]
+    # clean + brightness at 5 severities: every test image is scanned in 6 groups
+    assert [int(r[2]) for r in rows] == [60, 120]
+    assert all(float(r[3]) > 0 for r in rows)
+    summary = next(line for line in lines if line.startswith("evaluate: peak ratio"))
+    assert re.search(r"grew -?\d+\.\d MiB, allowed \d+\.\d MiB .* -> (within|over)$", summary)
+    assert (tmp_path / "evaluate-20" / "report.json").is_file()

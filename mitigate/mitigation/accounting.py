@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mitigate.counting import InputGroups, worst
+from mitigate.counting import InputGroups, add_counts, worst
 from mitigate.scanning import Predictions
 
 __all__ = ["MODELS", "account", "counts"]
@@ -37,10 +37,21 @@ def counts(
 ) -> dict[str, Any]:
     """The accounting for one set of inputs (all arrays ``[n]`` of labels; ``rerouted``, for a
     guarded q1, is 1 where the guard answered with the FP model)."""
-    n = int(label.shape[0])
+    return _finish(_raw(label, f0, q0, f1, q1, rerouted))
+
+
+def _raw(
+    label: np.ndarray,
+    f0: np.ndarray,
+    q0: np.ndarray,
+    f1: np.ndarray,
+    q1: np.ndarray,
+    rerouted: np.ndarray | None,
+) -> dict[str, Any]:
+    """The integer counts behind :func:`counts`, which add up over disjoint input sets."""
     before, after = q0 != f0, q1 != f0
-    result: dict[str, Any] = {
-        "n": n,
+    raw: dict[str, Any] = {
+        "n": int(label.shape[0]),
         "before": int(before.sum()),
         "after": int(after.sum()),
         "removed": int((before & ~after).sum()),
@@ -48,19 +59,31 @@ def counts(
         "survived": int((before & after).sum()),
         "within_pair": int((q1 != f1).sum()),
         "churn": int((f1 != f0).sum()),
+        "correct": {
+            name: int((labels == label).sum())
+            for name, labels in zip(MODELS, (f0, q0, f1, q1), strict=True)
+        },
     }
+    if rerouted is not None:
+        raw["rerouted"] = int(rerouted.sum())
+    return raw
+
+
+def _finish(raw: dict[str, Any]) -> dict[str, Any]:
+    """A report row from :func:`_raw`'s counts: the counts, net removal, rates, accuracy."""
+    n = raw["n"]
+    result = {k: v for k, v in raw.items() if k not in ("correct", "rerouted")}
     result["net_removal"] = (
         (result["before"] - result["after"]) / result["before"] if result["before"] else None
     )
     result["net_removal_within_pair"] = (
         (result["before"] - result["within_pair"]) / result["before"] if result["before"] else None
     )
-    if rerouted is not None:
-        result["rerouted"] = int(rerouted.sum())
-        result["reroute_rate"] = result["rerouted"] / n if n else 0.0
+    if "rerouted" in raw:
+        result["rerouted"] = raw["rerouted"]
+        result["reroute_rate"] = raw["rerouted"] / n if n else 0.0
     result["accuracy"] = {
-        name: round(float((labels == label).mean()), 6) if n else 0.0
-        for name, labels in zip(MODELS, (f0, q0, f1, q1), strict=True)
+        name: round(correct / n, 6) if n else 0.0 for name, correct in raw["correct"].items()
     }
     return result
 
@@ -69,31 +92,40 @@ def account(pred: Predictions) -> dict[str, Any]:
     """Accounting per group, per shift family, for the totals (clean, seen shifts, held-out
     shifts, natural, all) and the worst group. ``pred.variants`` must hold q0, f1 and q1 and
     ``pred.reference`` is f0; ``pred.scores["rerouted"]``, when present, marks the inputs a
-    guarded q1 answered with the FP model."""
+    guarded q1 answered with the FP model.
+
+    Each group is counted once, on views of its inputs; families and totals add the counts of
+    their groups, so no row copies every input."""
     q0, f1, q1 = (pred.variants[k] for k in ("q0", "f1", "q1"))
     rerouted = pred.scores.get("rerouted")
 
-    def of(mask: np.ndarray) -> dict[str, Any]:
-        guard = None if rerouted is None else rerouted[mask]
-        return counts(pred.label[mask], pred.reference[mask], q0[mask], f1[mask], q1[mask], guard)
+    def of(rows: slice | np.ndarray) -> dict[str, Any]:
+        guard = None if rerouted is None else rerouted[rows]
+        return _raw(pred.label[rows], pred.reference[rows], q0[rows], f1[rows], q1[rows], guard)
 
     cols = InputGroups.of(pred)
+    raw = [of(rows) for rows in cols.slices()]
+
+    def over(groups: np.ndarray) -> dict[str, Any]:
+        picked = [r for r, keep in zip(raw, groups, strict=True) if keep]
+        return _finish(add_counts(picked) if picked else of(slice(0, 0)))
+
     groups = [
-        {"name": g.name, "held_out": g.held_out} | of(pred.group == i)
-        for i, g in enumerate(pred.groups)
+        {"name": g.name, "held_out": g.held_out} | _finish(counts)
+        for g, counts in zip(pred.groups, raw, strict=True)
     ]
-    by_shift = [{"name": "clean"} | of(cols.kind == "clean")]
+    by_shift = [{"name": "clean"} | over(cols.kind == "clean")]
     by_shift += [
-        {"name": f, "held_out": bool(cols.held_out[cols.shift == f].any())} | of(cols.shift == f)
+        {"name": f, "held_out": bool(cols.held_out[cols.shift == f].any())} | over(cols.shift == f)
         for f in cols.synthetic_families(pred.groups)
     ]
     shifted = cols.kind == "shifted"
     totals = {
-        "all": of(np.ones(len(pred), dtype=bool)),
-        "clean": of(cols.kind == "clean"),
-        "seen_shifts": of(shifted & ~cols.held_out),
-        "held_out_shifts": of(shifted & cols.held_out),
-        "natural": of(cols.kind == "natural"),
+        "all": over(np.ones(len(pred.groups), dtype=bool)),
+        "clean": over(cols.kind == "clean"),
+        "seen_shifts": over(shifted & ~cols.held_out),
+        "held_out_shifts": over(shifted & cols.held_out),
+        "natural": over(cols.kind == "natural"),
     }
     return {"totals": totals, "groups": groups, "by_shift": by_shift, "worst_group": _worst(groups)}
 
