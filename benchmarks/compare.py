@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from mitigate.config import load_config, override
-from mitigate.machine import machine_line
+from mitigate.machine import describe_machine, machine_line
 from mitigate.runs.compare import compare
 
 # Per-cell figures that are timings, not results: the cell's wall time and q1's latencies.
@@ -86,7 +86,7 @@ def main() -> None:
         )
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(kept, f, sort_keys=True, indent=1)
-    print(machine_line())
+    print(machine_line(describe_machine()))
     print(f"cells: {len(result.cells)}  seeds: {config.compare.seeds}")
     print(f"wall: {wall:.1f} s  process CPU: {cpu:.1f} s")
     print(f"table digest (without {', '.join(TIMINGS)}): {table_digest(result.cells)}")

@@ -46,6 +46,9 @@ COST_KEYS = (
     "float_macs",
     "reroute_rate",
 )
+# The shifted test inputs are made once per seed and kept when they fit in this (the default
+# digits grid: 16 MiB); larger ones are made anew for every scan, in flat memory.
+KEEP_TEST_BYTES = 256 * 2**20
 CONTROL = "control"  # selector name of a training strategy's no-selection control cell
 NO_SELECTION = "-"
 
@@ -179,6 +182,7 @@ class _SeedRunner:
       ``settings+fallback+guard``), keyed by what those steps read (selector, budget);
     - each distinct (f1, q1)'s counts and q1's deployment cost, keyed by a digest of the
       models (two selectors that keep the same layers in float make the same q1);
+    - the shifted test inputs (see :data:`KEEP_TEST_BYTES`);
     - ``none``, which re-quantizes f0 unchanged and so gives q0 bit for bit: its cell is the
       base scan's, computed without quantizing or scanning again.
 
@@ -196,6 +200,7 @@ class _SeedRunner:
 
         self.config, self.progress, self.shared = config, progress, shared
         self.baseline: Baseline = prepare(config, checkpoint=checkpoint, progress=progress)
+        self.baseline.session.keep_test_batches(KEEP_TEST_BYTES)
         self._picked: dict[str, Selected] = {}
         self._states: dict[tuple, State] = {}
         self._measured: dict[str, tuple[Report, Report]] = {}

@@ -246,3 +246,17 @@ def test_a_killed_run_with_shared_work_resumes_to_the_same_cells(
         )
 
     assert results(resumed.cells) == results(whole.cells)
+
+
+def test_kept_test_batches_are_the_batches_made_anew(tiny_retrain):
+    from mitigate.runs.session import Session
+
+    session = Session.open(override(Config(), **tiny_retrain))
+    made = list(session.test_batches())
+    assert not session.keep_test_batches(made[0].x[:1].nbytes)  # room for one input only
+    assert session.keep_test_batches(2**30)
+    kept = list(session.test_batches())
+    assert kept is not made and len(kept) == len(made)
+    for a, b in zip(made, kept, strict=True):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and a.group == b.group
+        assert torch.equal(a.index, b.index) and torch.equal(a.position, b.position)
