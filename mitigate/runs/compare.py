@@ -9,6 +9,11 @@ and budget; ``settings`` and ``fallback`` score on the unlabelled probe, so they
 the selector but not the budget. A training strategy also gets a *control* cell per seed (the
 same training, no selected inputs); its seed-paired difference to the control says whether the
 selected inputs did anything beyond fine-tuning itself.
+
+Within a seed, nothing a cell does not change is computed twice: one pool scan ranks every
+selector, a chain's shared beginning runs once per selector and budget, each distinct (f1, q1)
+is scanned and timed once, and ``none`` is the base scan itself (see ``_SeedRunner``). These
+live in memory for one seed only, so a rerun that resumes recomputes them and counts the same.
 """
 
 from __future__ import annotations
