@@ -5,14 +5,15 @@ order (loaders with the same seeded generator), with the same optimiser (AdamW, 
 per epoch), batch size, epochs and per-epoch validation (loss and accuracy): exactly what
 ``mitigate train`` does on the embedded default (digits, LeNet-5, 40 epochs, batch 64). They
 run in the same process, rotating which goes first, and the table reports each round's ratios
-and the median ratio with a 95% bootstrap interval. Goal: mitigate / plain <= 1.2. On a
-shared machine single rounds range from 0.9 to 1.7, so the verdict says "meets" or "misses"
-only when the whole interval is on one side of 1.2, and "within noise of" otherwise.
+and the median ratio with a 95% bootstrap interval.
 
-The third contender, "bare", is the smallest LightningModule a user would write for the same
+The second contender, "bare", is the smallest LightningModule a user would write for the same
 steps (``training_step`` returns the loss, nothing logged) under a default Trainer. It is
-Lightning's own floor: what is left of ``mitigate / plain`` above ``bare / plain`` is the
-cost of mitigate's module and ``fit``; the rest is Lightning's loop (hooks, closure, fetcher).
+Lightning's own floor: what ``mitigate / bare`` adds is the cost of mitigate's module and
+``fit``; the rest of ``mitigate / plain`` is Lightning's loop (hooks, closure, fetcher).
+Goal: mitigate / bare <= 1.02, with mitigate / plain reported beside it. On a shared machine
+single rounds vary by tens of percent, so the verdict says "meets" or "misses" only when the
+whole interval is on one side of 1.02, and "within noise of" otherwise.
 
 Each timed fit starts right after a full garbage collection: with the ~400k objects torch and
 Lightning keep alive, an oldest-generation collection takes about 0.4 s, and left to chance it
@@ -162,6 +163,9 @@ def median_ci(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[fl
     return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
+# mitigate's fit may cost this much more than the bare LightningModule under the same Trainer.
+GOAL = 1.02
+
 CONTENDERS = {"mitigate": mitigate_fit, "bare": bare_fit, "plain": plain_fit}
 
 
@@ -183,10 +187,10 @@ def compare(initial: nn.Module, data, t: TrainConfig, seed: int, repeats: int, v
     names = list(CONTENDERS)
     print(
         f"{'round':>5} | {'first':>8} | {'mitigate s':>10} | {'bare s':>7} | {'plain s':>7} | "
-        f"{'mitigate/plain':>14} | {'bare/plain':>10} | same"
+        f"{'mitigate/bare':>13} | {'mitigate/plain':>14} | {'bare/plain':>10} | same"
     )
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    ratios: dict[str, list[float]] = {"mitigate": [], "bare": []}
+    ratios: dict[str, list[float]] = {"mitigate": [], "bare": [], "mitigate/bare": []}
     for i in range(repeats):
         first = i % len(names)
         order = names[first:] + names[:first]
@@ -195,11 +199,13 @@ def compare(initial: nn.Module, data, t: TrainConfig, seed: int, repeats: int, v
         same = all(torch.equal(w[k], weights[0][k]) for w in weights[1:] for k in weights[0])
         for name, (s, _) in results.items():
             seconds[name].append(s)
-        for name in ratios:
+        for name in ("mitigate", "bare"):
             ratios[name].append(results[name][0] / results["plain"][0])
+        ratios["mitigate/bare"].append(results["mitigate"][0] / results["bare"][0])
         print(
             f"{i:>5} | {order[0]:>8} | {seconds['mitigate'][-1]:10.3f} | "
             f"{seconds['bare'][-1]:7.3f} | {seconds['plain'][-1]:7.3f} | "
+            f"{ratios['mitigate/bare'][-1]:13.3f} | "
             f"{ratios['mitigate'][-1]:14.3f} | {ratios['bare'][-1]:10.3f} | {same}"
         )
     steps = training_steps(data, t)
@@ -210,7 +216,15 @@ def compare(initial: nn.Module, data, t: TrainConfig, seed: int, repeats: int, v
             median_ci(ratios[name]),
             (statistics.median(seconds[name]) - statistics.median(plain)) / steps * 1e3,
         )
-        for name in ratios
+        for name in ("mitigate", "bare")
+    } | {
+        "mitigate/bare": (
+            statistics.median(ratios["mitigate/bare"]),
+            median_ci(ratios["mitigate/bare"]),
+            (statistics.median(seconds["mitigate"]) - statistics.median(seconds["bare"]))
+            / steps
+            * 1e3,
+        )
     }
 
 
@@ -247,14 +261,16 @@ def main() -> None:
         summary.append((title, compare(initial, data, t, args.seed, args.repeats, validate)))
     print()
     for title, result in summary:
-        ratio, (low, high), overhead_ms = result["mitigate"]
+        ratio, (low, high), added_ms = result["mitigate/bare"]
+        plain, (plain_low, plain_high), plain_ms = result["mitigate"]
         bare_ratio, (bare_low, bare_high), bare_ms = result["bare"]
-        verdict = "meets" if high <= 1.2 else "misses" if low > 1.2 else "within noise of"
+        verdict = "meets" if high <= GOAL else "misses" if low > GOAL else "within noise of"
         print(
-            f"{title}: mitigate / plain median {ratio:.3f} (95% CI {low:.3f}-{high:.3f}, "
-            f"{verdict} the 1.2x goal), {overhead_ms:.2f} ms added per training step; "
-            f"Lightning's floor (bare / plain) {bare_ratio:.3f} ({bare_low:.3f}-{bare_high:.3f}), "
-            f"{bare_ms:.2f} ms per step"
+            f"{title}: mitigate / bare median {ratio:.3f} (95% CI {low:.3f}-{high:.3f}, "
+            f"{verdict} the {GOAL}x goal), {added_ms:+.2f} ms per training step; "
+            f"mitigate / plain {plain:.3f} ({plain_low:.3f}-{plain_high:.3f}), "
+            f"{plain_ms:.2f} ms per step; Lightning's floor (bare / plain) {bare_ratio:.3f} "
+            f"({bare_low:.3f}-{bare_high:.3f}), {bare_ms:.2f} ms per step"
         )
 
 

@@ -11,6 +11,7 @@ ratios from one run are comparable across runs, absolute times are not.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import statistics
 import time
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from mitigate.errors import MitigateError
 
-__all__ = ["deployment_cost", "float_shares", "serialized_size"]
+__all__ = ["deployment_cost", "float_shares", "model_digest", "serialized_size"]
 
 FP = "fp"
 
@@ -37,6 +38,36 @@ def serialized_size(model: nn.Module) -> int:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
+
+
+def model_digest(model: nn.Module) -> str:
+    """A SHA-256 of everything that decides what ``model`` computes: its weights, scales and
+    buffers (the bytes :func:`serialized_size` counts), its module tree, the generated code
+    of an FX graph, and each submodule's scheme, engine and guard threshold. Two models with
+    the same digest answer alike, so what was measured on one holds for the other.
+
+    Example:
+        >>> a = torch.nn.Linear(3, 2)
+        >>> b = torch.nn.Linear(3, 2)
+        >>> b.load_state_dict(a.state_dict())
+        <All keys matched successfully>
+        >>> model_digest(a) == model_digest(b), model_digest(a) == model_digest(torch.nn.ReLU())
+        (True, False)
+    """
+    h = hashlib.sha256(_serialized(model))
+    h.update(repr(model).encode())
+    for name, module in model.named_modules():
+        # what a state dict leaves out: the graph's code, the scheme and engine a quantized
+        # wrapper runs with, a guard's threshold
+        extra = [getattr(module, a, None) for a in ("code", "scheme", "engine", "threshold")]
+        h.update(f"{name}:{extra!r}".encode())
+    return h.hexdigest()
+
+
+def _serialized(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
 
 
 def float_shares(

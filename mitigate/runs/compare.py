@@ -9,6 +9,11 @@ and budget; ``settings`` and ``fallback`` score on the unlabelled probe, so they
 the selector but not the budget. A training strategy also gets a *control* cell per seed (the
 same training, no selected inputs); its seed-paired difference to the control says whether the
 selected inputs did anything beyond fine-tuning itself.
+
+Within a seed, nothing a cell does not change is computed twice: one pool scan ranks every
+selector, a chain's shared beginning runs once per selector and budget, each distinct (f1, q1)
+is scanned and timed once, and ``none`` is the base scan itself (see ``_SeedRunner``). These
+live in memory for one seed only, so a rerun that resumes recomputes them and counts the same.
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from mitigate.config import Config, config_digest, config_to_dict
 from mitigate.errors import MitigateError
+from mitigate.mitigation.context import State
+from mitigate.mitigation.strategies import Strategy
 from mitigate.runs.cells import CellStore, run_cells
 from mitigate.runs.objects import accepts_objects
 from mitigate.runs.result import Report, RunResult
@@ -43,6 +52,9 @@ COST_KEYS = (
     "float_macs",
     "reroute_rate",
 )
+# The shifted test inputs are made once per seed and kept when they fit in this (the default
+# digits grid: 16 MiB); larger ones are made anew for every scan, in flat memory.
+KEEP_TEST_BYTES = 256 * 2**20
 CONTROL = "control"  # selector name of a training strategy's no-selection control cell
 NO_SELECTION = "-"
 
@@ -148,12 +160,15 @@ def compare(
         if "+" not in strategy and "," in strategy:
             raise MitigateError(f"join combined strategies with '+', not ',': {strategy!r}")
     store = CellStore(Path(out) / "cells" / _digest(config))
+    shared = _shared_prefixes(config.compare.strategies)
     grid = run_cells(
         cells,
         store,
         key=lambda cell: cell.key,
         seed=lambda cell: cell.seed,
-        open_seed=lambda seed: _SeedRunner(replace(config, seed=seed), checkpoint, progress),
+        open_seed=lambda seed: _SeedRunner(
+            replace(config, seed=seed), checkpoint, progress, shared
+        ),
         run=lambda runner, cell: runner.run(cell),
         on_cell=on_cell,
     )
@@ -167,18 +182,40 @@ def compare(
 
 class _SeedRunner:
     """One seed's shared state (data, f0, q0, base measurement, pool ranking per selector),
-    built on the first cell that needs it."""
+    built on the first cell that needs it, and what its cells would otherwise compute twice:
 
-    def __init__(self, config: Config, checkpoint: str | Path | None, progress: bool) -> None:
+    - the state after a chain's first steps, for every prefix that several planned
+      strategies share (``settings`` in ``settings+fallback`` and
+      ``settings+fallback+guard``), keyed by what those steps read (selector, budget);
+    - each distinct (f1, q1)'s counts and q1's deployment cost, keyed by a digest of the
+      models (two selectors that keep the same layers in float make the same q1);
+    - the shifted test inputs (see :data:`KEEP_TEST_BYTES`);
+    - ``none``, which re-quantizes f0 unchanged and so gives q0 bit for bit: its cell is the
+      base scan's, computed without quantizing or scanning again.
+
+    Nothing here outlives the seed or is written to disk: a rerun recomputes what it reuses.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        checkpoint: str | Path | None,
+        progress: bool,
+        shared: frozenset[tuple[str, ...]] = frozenset(),
+    ) -> None:
         from mitigate.runs.retrain import prepare
 
-        self.config, self.progress = config, progress
+        self.config, self.progress, self.shared = config, progress, shared
         self.baseline: Baseline = prepare(config, checkpoint=checkpoint, progress=progress)
+        self.baseline.session.keep_test_batches(KEEP_TEST_BYTES)
         self._picked: dict[str, Selected] = {}
+        self._states: dict[tuple, State] = {}
+        self._measured: dict[str, tuple[Report, Report]] = {}
 
     def _selected(self, selector: str) -> Selected:
-        """The selector's top inputs, enough for the largest budget and the probe."""
-        from mitigate.runs.retrain import select
+        """The selector's top inputs, enough for the largest budget and the probe; every
+        selector of the grid is ranked in the same scan of the pool."""
+        from mitigate.runs.retrain import select_many
         from mitigate.selectors import SCORES, resolve_budget
 
         if selector not in self._picked:
@@ -187,44 +224,110 @@ class _SeedRunner:
                 [resolve_budget(b, pool) for b in self.config.compare.budgets]
                 + [self.config.retrain.probe_size]
             )
-            # plan_cells checked the name
-            self._picked[selector] = select(self.baseline, SCORES[selector], most)
+            # plan_cells checked the names
+            names = dict.fromkeys([selector, *self.config.compare.selectors])
+            self._picked |= select_many(self.baseline, [SCORES[n] for n in names], most)
         return self._picked[selector]
 
-    def run(self, cell: Cell) -> Report:
-        from mitigate.mitigation.accounting import account
-        from mitigate.quantization import scheme_label
-        from mitigate.runs.retrain import deployment, measure, run_strategy
+    def _inputs(self, cell: Cell) -> tuple[Selected, Tensor]:
+        """The cell's selected inputs (its budget) and its probe."""
         from mitigate.selectors import resolve_budget
 
-        started = time.perf_counter()
         baseline = self.baseline
         if cell.selector in (NO_SELECTION, CONTROL):
             empty = baseline.session.calibration[:0]
-            selected = Selected(empty, baseline.session.data.splits.train.labels[:0], [])
-            probe = empty
+            return Selected(empty, baseline.session.data.splits.train.labels[:0], []), empty
+        picked = self._selected(cell.selector)
+        pool = baseline.session.pool_size
+        k = resolve_budget(cell.budget, pool) if cell.budget is not None else 0
+        return picked.head(k), picked.x[: self.config.retrain.probe_size]
+
+    def _final_state(self, cell: Cell, selected: Selected, probe: Tensor) -> State:
+        """The state after the cell's last step, starting from the longest shared prefix
+        already computed for the same selector and budget."""
+        from mitigate.mitigation.strategies import parse_strategy
+        from mitigate.runs.retrain import initial_state, strategy_context
+
+        steps = parse_strategy(cell.strategy)
+        state, context = initial_state(self.baseline), None
+        for i, step in enumerate(steps):
+            key = _prefix_key(cell, steps[: i + 1], len(selected))
+            if key in self._states:
+                state = self._states[key]
+                continue
+            if context is None:
+                context = strategy_context(self.baseline, selected, probe, progress=self.progress)
+            state = step.step(context, state)
+            if key[0] in self.shared:
+                self._states[key] = state
+        return state
+
+    def _measure(self, state: State) -> tuple[Report, Report]:
+        """(accounting, deployment cost) of the state's (f1, q1), once per distinct pair."""
+        from mitigate.mitigation.accounting import account
+        from mitigate.mitigation.deployment import model_digest
+        from mitigate.quantization import scheme_label
+        from mitigate.runs.retrain import deployment, measure
+
+        baseline = self.baseline
+        f1 = "f0" if state.fp_model is baseline.session.model else model_digest(state.fp_model)
+        key = f"{f1}/{model_digest(state.quantized)}/{scheme_label(state.scheme)}"
+        if key not in self._measured:
+            accounting = account(measure(baseline, state.fp_model, state.quantized))
+            cost = deployment(baseline, state.quantized, state.scheme)
+            self._measured[key] = accounting, cost
+        return self._measured[key]
+
+    def run(self, cell: Cell) -> Report:
+        from mitigate.quantization import scheme_label
+        from mitigate.runs.retrain import initial_state
+
+        started = time.perf_counter()
+        selected, probe = self._inputs(cell)
+        if cell.strategy == "none":
+            state = initial_state(self.baseline)
         else:
-            picked = self._selected(cell.selector)
-            pool = baseline.session.pool_size
-            k = resolve_budget(cell.budget, pool) if cell.budget is not None else 0
-            selected, probe = picked.head(k), picked.x[: self.config.retrain.probe_size]
-        states = run_strategy(baseline, cell.strategy, selected, probe, progress=self.progress)
-        accounting = account(measure(baseline, states[-1].fp_model, states[-1].quantized))
+            state = self._final_state(cell, selected, probe)
+        accounting, cost = self._measure(state)
         return {
             "seed": cell.seed,
             "strategy": cell.strategy,
             "selector": cell.selector,
             "budget": cell.budget,
             "selected": len(selected),
-            "used_labels": states[-1].used_labels,
-            "scheme_after": scheme_label(states[-1].scheme),
+            "used_labels": state.used_labels,
+            "scheme_after": scheme_label(state.scheme),
             "totals": accounting["totals"],
             "worst_group": accounting["worst_group"],
-            "cost": _cost(
-                deployment(baseline, states[-1].quantized, states[-1].scheme), accounting
-            ),
+            "cost": _cost(cost, accounting),
             "wall_time_s": round(time.perf_counter() - started, 2),
         }
+
+
+def _prefix_key(cell: Cell, steps: list[Strategy], selected: int) -> tuple:
+    """What the state after ``steps`` depends on besides the seed: the step names, the
+    selector where a step reads the probe or the selected inputs, and how many inputs were
+    selected where a step reads them."""
+    by_selector = any(s.uses_probe or s.uses_selected for s in steps)
+    by_budget = any(s.uses_selected for s in steps)
+    return (
+        tuple(s.name for s in steps),
+        cell.selector if by_selector else None,
+        selected if by_budget else None,
+    )
+
+
+def _shared_prefixes(strategies: list[str]) -> frozenset[tuple[str, ...]]:
+    """The step chains that begin more than one planned strategy (a strategy begins itself):
+    the states worth keeping for the cells that follow."""
+    from mitigate.mitigation.strategies import parse_strategy
+
+    seen: dict[tuple[str, ...], int] = {}
+    for strategy in dict.fromkeys(strategies):
+        names = tuple(s.name for s in parse_strategy(strategy))
+        for i in range(1, len(names) + 1):
+            seen[names[:i]] = seen.get(names[:i], 0) + 1
+    return frozenset(prefix for prefix, n in seen.items() if n > 1)
 
 
 def _cost(deployment: Report, accounting: Report) -> dict[str, float | None]:

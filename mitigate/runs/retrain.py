@@ -22,7 +22,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from mitigate.config import Config
-from mitigate.mitigation.context import State, StrategySettings
+from mitigate.mitigation.context import Context, State, StrategySettings
 from mitigate.mitigation.guard import GuardedModel
 from mitigate.quantization.api import QuantizedModel
 from mitigate.quantization.schemes import Scheme
@@ -38,11 +38,15 @@ __all__ = [
     "RetrainResult",
     "ScanProgress",
     "deployment",
+    "initial_state",
     "measure",
-    "warnings",
     "prepare",
     "retrain",
     "run_strategy",
+    "select",
+    "select_many",
+    "strategy_context",
+    "warnings",
 ]
 
 # description -> a context around one scan that yields a per-batch callback (or None)
@@ -115,6 +119,26 @@ def select(baseline: Baseline, score: ScoreSpec, budget: int) -> Selected:
         )
 
 
+def select_many(baseline: Baseline, scores: list[ScoreSpec], budget: int) -> dict[str, Selected]:
+    """:func:`select` for several selectors from one scan of the pool: name -> picks."""
+    from mitigate.selectors import tops_of_pool
+
+    session = baseline.session
+    with _scanning(baseline.scans, "scanning the pool") as count:
+        return tops_of_pool(
+            session.model,
+            session.data.splits.pool,
+            session.pool_groups,
+            scores,
+            budget,
+            seed=session.seed,
+            batch_size=session.config.eval.batch_size,
+            q_model=baseline.q0,
+            class_balanced=session.config.selection.class_balanced,
+            on_batch=count,
+        )
+
+
 def strategy_settings(config: Config) -> StrategySettings:
     """What the strategy steps read from the configuration."""
     r = config.retrain
@@ -132,14 +156,15 @@ def strategy_settings(config: Config) -> StrategySettings:
     )
 
 
-def run_strategy(
-    baseline: Baseline, strategy: str, selected: Selected, probe: Tensor, *, progress: bool = False
-) -> list[State]:
-    """Run the steps of ``strategy`` from (f0, q0); return the state after every step."""
-    from mitigate.mitigation.strategies import Context, parse_strategy
+def strategy_context(
+    baseline: Baseline, selected: Selected, probe: Tensor, *, progress: bool = False
+) -> Context:
+    """What the steps of a strategy read: f0, the training split, the selected inputs, the
+    probe, the seed and the pool."""
+    from mitigate.mitigation.strategies import Context
 
     session = baseline.session
-    context = Context(
+    return Context(
         strategy_settings(session.config),
         session.model,
         session.data.splits.train,
@@ -149,7 +174,22 @@ def run_strategy(
         progress,
         pool=session.pool_batches,
     )
-    state = State(session.model, baseline.q0, baseline.scheme, session.calibration)
+
+
+def initial_state(baseline: Baseline) -> State:
+    """(f0, q0) with q0's scheme and calibration: where every strategy starts."""
+    session = baseline.session
+    return State(session.model, baseline.q0, baseline.scheme, session.calibration)
+
+
+def run_strategy(
+    baseline: Baseline, strategy: str, selected: Selected, probe: Tensor, *, progress: bool = False
+) -> list[State]:
+    """Run the steps of ``strategy`` from (f0, q0); return the state after every step."""
+    from mitigate.mitigation.strategies import parse_strategy
+
+    context = strategy_context(baseline, selected, probe, progress=progress)
+    state = initial_state(baseline)
     states = []
     for step in parse_strategy(strategy):
         state = step.step(context, state)
@@ -159,9 +199,15 @@ def run_strategy(
 
 def measure(baseline: Baseline, fp_model: nn.Module, quantized: nn.Module) -> Predictions:
     """Predictions of f0 (reference), q0, f1 and q1 on the test groups; f0 and q0 come from the
-    seed's base scan, and f1 is scanned only when a strategy trained a new FP model. For a
-    guarded q1, ``scores["rerouted"]`` marks the inputs it sent to the FP model."""
+    seed's base scan, and f1 is scanned only when a strategy trained a new FP model; the pair
+    (f0, q0) itself is the base scan, scanned no second time. For a guarded q1,
+    ``scores["rerouted"]`` marks the inputs it sent to the FP model."""
     session, base = baseline.session, baseline.base
+    if fp_model is session.model and quantized is baseline.q0:  # the pair the base scan measured
+        return replace(
+            base,
+            variants={"q0": base.variants["q0"], "f1": base.reference, "q1": base.variants["q0"]},
+        )
     with _scanning(baseline.scans, "measuring f1 and q1") as count:
         if fp_model is session.model:
             new = session.scan_test(quantized, {}, on_batch=count)

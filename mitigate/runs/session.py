@@ -46,6 +46,7 @@ class Session:
 
     def __init__(self, config: Config, data: Data, model: nn.Module, model_info: ModelInfo):
         self.config, self.data, self.model, self.model_info = config, data, model, model_info
+        self._kept_test: list[Batch] | None = None
 
     @classmethod
     def open(
@@ -119,7 +120,10 @@ class Session:
         return variants
 
     def test_batches(self) -> Iterator[Batch]:
-        """The test split under every measurement group, one batch at a time."""
+        """The test split under every measurement group, one batch at a time (made as they
+        are needed, or the batches :meth:`keep_test_batches` kept)."""
+        if self._kept_test is not None:
+            return iter(self._kept_test)
         return iter_batches(
             self.data.splits.test,
             self.groups,
@@ -127,6 +131,28 @@ class Session:
             seed=self.seed,
             naturals=self.data.naturals,
         )
+
+    def keep_test_batches(self, max_bytes: int) -> bool:
+        """Make the shifted test inputs once and keep them for every later scan, when they
+        take at most ``max_bytes``; a run that scans the test groups many times (``compare``:
+        once per distinct q1) then shifts each input once instead of once per scan. The kept
+        batches are the ones :meth:`test_batches` would make, so every scan counts the same.
+
+        Returns:
+            Whether the batches are kept (``False``: too large, each scan makes them anew).
+        """
+        if self._kept_test is not None:
+            return True
+        naturals = self.data.naturals
+        count = sum(
+            len(naturals[g.source]) if g.kind == "natural" else len(self.data.splits.test)
+            for g in self.groups
+        )
+        one = next(self.test_batches(), None)
+        if one is None or count * one.x[:1].nbytes > max_bytes:
+            return False
+        self._kept_test = list(self.test_batches())
+        return True
 
     def pool_batches(self) -> Iterator[Batch]:
         """The pool under every pool group, one batch at a time."""

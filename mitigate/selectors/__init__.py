@@ -40,6 +40,7 @@ _EXPORTS = {
     "pool_size": ".pool",
     "select_from_pool": ".pool",
     "top_of_pool": ".pool",
+    "tops_of_pool": ".pool",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

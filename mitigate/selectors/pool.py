@@ -23,7 +23,14 @@ from mitigate.selectors.scores import SCORES, ScoreSpec, score_logits
 from mitigate.selectors.selection import resolve_budget, select
 from mitigate.selectors.streaming import StreamingTopK
 
-__all__ = ["Selected", "check_selector", "pool_size", "select_from_pool", "top_of_pool"]
+__all__ = [
+    "Selected",
+    "check_selector",
+    "pool_size",
+    "select_from_pool",
+    "top_of_pool",
+    "tops_of_pool",
+]
 
 
 @dataclass(frozen=True)
@@ -152,31 +159,81 @@ def top_of_pool(
     Raises:
         MitigateError: a differential selector without ``q_model``, or non-finite logits.
     """
-    needs_q = score.needs_quantized
-    if needs_q and q_model is None:
-        raise MitigateError(
-            f"selector {score.name!r} compares the two models; pass the quantized model (q_model)"
-        )
-    top = StreamingTopK(k)
-    per_class: dict[int, StreamingTopK] = {}
+    return tops_of_pool(
+        model,
+        pool,
+        groups,
+        [score],
+        k,
+        seed=seed,
+        batch_size=batch_size,
+        q_model=q_model,
+        class_balanced=class_balanced,
+        on_batch=on_batch,
+    )[score.name]
+
+
+def tops_of_pool(
+    model: nn.Module,
+    pool: LabelledData,
+    groups: Sequence[Group],
+    scores: Sequence[ScoreSpec],
+    k: int,
+    *,
+    seed: int,
+    batch_size: int = 512,
+    q_model: nn.Module | None = None,
+    class_balanced: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Selected]:
+    """:func:`top_of_pool` for several selectors from one scan of the pool: each batch is
+    shifted and run through the models once and ranked by every score (the quantized copy
+    runs only when a score needs it). Each selector gets exactly what its own
+    :func:`top_of_pool` would pick; memory stays O(k x selectors) (x classes when
+    class-balanced).
+
+    Returns:
+        Selector name -> its picks, in pick order.
+
+    Raises:
+        MitigateError: a differential selector without ``q_model``, or non-finite logits.
+    """
+    needs_q = any(score.needs_quantized for score in scores)
+    for score in scores:
+        if score.needs_quantized and q_model is None:
+            raise MitigateError(
+                f"selector {score.name!r} compares the two models; pass the quantized model "
+                "(q_model)"
+            )
+    top = {score.name: StreamingTopK(k) for score in scores}
+    per_class: dict[str, dict[int, StreamingTopK]] = {score.name: {} for score in scores}
     batches = iter_batches(pool, groups, batch_size=batch_size, seed=seed, split="pool")
     variants = {"q": q_model} if needs_q and q_model is not None else {}
     for batch, fp, outputs in forward_batches(model, variants, batches):
         position = batch.position
-        values = score_logits([score], fp, outputs.get("q"), index=position, seed=seed)
-        score_of_batch = values[score.name]
+        values = score_logits(scores, fp, outputs.get("q"), index=position, seed=seed)
         if on_batch is not None:
             on_batch(len(position))
         if not class_balanced:
-            top.update(score_of_batch, position)
+            for name, score_of_batch in values.items():
+                top[name].update(score_of_batch, position)
             continue
         predicted = fp.argmax(1)
         for c in predicted.unique().tolist():
             rows = predicted == c
-            per_class.setdefault(c, StreamingTopK(k)).update(score_of_batch[rows], position[rows])
-
-    picked = _balanced(per_class, k) if class_balanced else top.result()
-    return _rebuild(pool, groups, picked, seed)
+            for name, score_of_batch in values.items():
+                per_class[name].setdefault(c, StreamingTopK(k)).update(
+                    score_of_batch[rows], position[rows]
+                )
+    return {
+        name: _rebuild(
+            pool,
+            groups,
+            _balanced(per_class[name], k) if class_balanced else top[name].result(),
+            seed,
+        )
+        for name in top
+    }
 
 
 def _rebuild(pool: LabelledData, groups: Sequence[Group], picked: Tensor, seed: int) -> Selected:
