@@ -43,8 +43,9 @@ def given(spec: str, what: str) -> Any:
     return _GIVEN[spec]
 
 
-def model_digest(model: nn.Module) -> str:
-    """A digest of a model's class and every tensor of its state."""
+def weights_digest(model: nn.Module) -> str:
+    """A digest of a model's class and the bytes of every tensor of its state: the same in
+    every process (a rerun finds its cells), unlike a digest of ``torch.save``'s output."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
     for name, tensor in model.state_dict().items():
@@ -62,7 +63,7 @@ def _registered(config: Config, model: nn.Module | None, data: Any) -> Iterator[
     if model is not None:
         if not isinstance(model, nn.Module):
             raise MitigateError(f"model must be a torch nn.Module, got {type(model).__name__}")
-        key = OBJECT_PREFIX + model_digest(model)
+        key = OBJECT_PREFIX + weights_digest(model)
         keys.append(key)
         changes["model"] = dataclasses.replace(config.model, factory=key, weights="")
         _GIVEN[key] = model
