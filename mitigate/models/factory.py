@@ -67,8 +67,10 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     from mitigate.models.checkpoint import read_torch_file
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MitigateError(f"weights file not found: {path}")
+    if not path.is_file():
+        raise MitigateError(f"weights path {path} is not a file")
     if _is_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import load_file

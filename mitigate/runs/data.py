@@ -13,7 +13,7 @@ from mitigate.config import Config, DataConfig
 from mitigate.data.base import LabelledData
 from mitigate.data.dataset import Data
 from mitigate.data.evalset import Group, build_groups, split_seed
-from mitigate.errors import MitigateError, first_line, warn
+from mitigate.errors import MitigateError, first_line, unknown_choice, warn
 
 if TYPE_CHECKING:
     from mitigate.data.splits import Splits
@@ -61,16 +61,24 @@ def _split_whole(config: Config) -> Splits:
     from mitigate.data.splits import SplitSizes, make_splits
 
     d = config.data
-    kind, _, path = d.dataset.partition(":")
+    kind, colon, path = d.dataset.partition(":")
+    if colon and not path.strip() and (kind in DATASETS or kind == "imagefolder"):
+        raise MitigateError(f"dataset {d.dataset!r} needs a path after the colon ({kind}:PATH)")
     if kind == "imagefolder":
+        if not (path or d.data_dir):
+            raise MitigateError("dataset 'imagefolder' needs a folder: imagefolder:PATH")
         size = tuple(d.image_size) * (2 if len(d.image_size) == 1 else 1)
         data, official_test = load_imagefolder(
-            path or d.data_dir or ".", image_size=size or None, channels=d.channels
+            path or d.data_dir, image_size=size or None, channels=d.channels
         )
     elif path and kind in DATASETS:
         data, official_test = load_dataset(kind, path)
-    else:
+    elif d.dataset in DATASETS:
         data, official_test = load_dataset(d.dataset, d.data_dir or None)
+    else:
+        raise unknown_choice(
+            "dataset", d.dataset, [*DATASETS, "imagefolder:PATH", "npz:PATH", "pkg.module:function"]
+        )
     sizes = SplitSizes(
         train=d.train, val=d.val, calibration=d.calibration, pool=d.pool, test=d.test
     )

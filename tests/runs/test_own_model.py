@@ -340,3 +340,18 @@ def test_compare_on_objects_resumes_for_the_same_model_and_never_mixes_another(s
     assert run(model) == [False]
     assert run(model) == [True]  # the same weights: the finished cell is reused
     assert run(other) == [False]  # other weights: a cell of their own
+
+
+@pytest.mark.parametrize(
+    ("dataset", "words"),
+    [
+        ("imagefolder:", "needs a path after the colon"),
+        ("npz:", "needs a path after the colon"),
+        ("imagefolder", "needs a folder: imagefolder:PATH"),
+        (":x", "valid choices: digits.*imagefolder:PATH, npz:PATH, pkg.module:function"),
+        ("os:getcwd", "returned a str; it must return mitigate.Data"),
+    ],
+)
+def test_a_dataset_spec_that_names_nothing_usable_is_one_line(small, dataset, words):
+    with pytest.raises(MitigateError, match=words):
+        load_data(small(data__dataset=dataset))
