@@ -77,3 +77,14 @@ def test_memory_benchmark_measures_both_sizes_in_fresh_processes(monkeypatch, ca
     summary = next(line for line in lines if line.startswith("evaluate: peak ratio"))
     assert re.search(r"grew -?\d+\.\d MiB, allowed \d+\.\d MiB .* -> (within|over)$", summary)
     assert (tmp_path / "evaluate-20" / "report.json").is_file()
+
+
+def test_quantize_memory_benchmark_reports_every_scheme_and_stage(monkeypatch, capsys):
+    argv = ["quantize_memory.py", "--models", "2", "--size", "8"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--schemes", "int8,int8-dynamic"])
+    runpy.run_path(str(BENCHMARKS / "quantize_memory.py"), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    number = r"\s+-?\d+\.\d\d"
+    stages = "".join(rf"\s+{s}{number}" for s in ("prepare", "calibrate", "convert", "forward"))
+    assert re.fullmatch(rf"int8\s+whole{number}{stages}", lines[1]), lines
+    assert re.fullmatch(rf"int8-dynamic\s+whole{number}", lines[2]), lines
