@@ -47,6 +47,7 @@ from mitigate.errors import MitigateError
 from mitigate.quantization import static
 from mitigate.quantization._quiet import quiet_backend
 from mitigate.quantization.api import QuantizedModel, check_supported, quantize
+from mitigate.quantization.fusion import batchnorm_owners
 from mitigate.quantization.schemes import (
     Int4Weight,
     Int8Dynamic,
@@ -213,7 +214,7 @@ def extract_float(prepared: nn.Module, original: nn.Module) -> nn.Module:
         target = copy.deepcopy(original)
         target.load_state_dict(prepared.model.state_dict(), strict=True)
         return target.train(original.training)
-    owners = _fused_batchnorm_owners(original)
+    owners = batchnorm_owners(original)
     source = prepared.state_dict()
     target = copy.deepcopy(original)
     state = {}
@@ -234,30 +235,6 @@ def extract_float(prepared: nn.Module, original: nn.Module) -> nn.Module:
         state[key] = source[found].detach().clone()
     target.load_state_dict(state, strict=True)
     return target.train(original.training)
-
-
-def _fused_batchnorm_owners(model: nn.Module) -> dict[str, str]:
-    """``{batch norm name: conv/linear name}`` for every batch norm that FX fuses into the
-    layer feeding it (a conv or linear whose only user is that batch norm)."""
-    from torch.fx import Node, Tracer
-
-    modules = dict(model.named_modules())
-    owners: dict[str, str] = {}
-    graph = Tracer().trace(model)
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(
-            modules.get(node.target), nn.modules.batchnorm._BatchNorm
-        ):
-            continue
-        source = node.args[0] if node.args else None
-        if (
-            isinstance(source, Node)
-            and source.op == "call_module"
-            and isinstance(modules.get(source.target), (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
-            and len(source.users) == 1
-        ):
-            owners[str(node.target)] = str(source.target)
-    return owners
 
 
 def _fake_quantizers(model: nn.Module) -> list[nn.Module]:

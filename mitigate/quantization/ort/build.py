@@ -136,26 +136,13 @@ def excluded_nodes(
 def fused_into(model: nn.Module) -> dict[str, str]:
     """Conv module name -> the BatchNorm module that directly follows it (the exporter folds
     the pair into one Conv named after the norm); empty for a model FX cannot trace."""
+    from mitigate.quantization.fusion import batchnorm_owners
+
     try:
-        graph = torch.fx.symbolic_trace(model).graph
+        owners = batchnorm_owners(model, (nn.modules.conv._ConvNd,))
     except Exception:  # an untraceable model: exclude by node names then
         return {}
-    modules = dict(model.named_modules())
-    pairs = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(
-            modules.get(node.target), nn.modules.batchnorm._BatchNorm
-        ):
-            continue
-        source = node.args[0] if node.args else None
-        if (
-            isinstance(source, torch.fx.Node)
-            and source.op == "call_module"
-            and isinstance(modules.get(source.target), nn.modules.conv._ConvNd)
-            and len(source.users) == 1
-        ):
-            pairs[str(source.target)] = str(node.target)
-    return pairs
+    return {conv: norm for norm, conv in owners.items()}
 
 
 def _module_names(model: nn.Module) -> set[str]:
